@@ -1,0 +1,167 @@
+"""Any text: local .txt/.jsonl/.parquet files (a file or a folder) or a Hugging Face dataset id.
+
+One document per .txt file, per jsonl line, per parquet row (the `field` column). The data set's
+own validation split is used when it has one; otherwise val_fraction of the documents is carved
+out by a stable hash of the document number.
+
+    python prepare/text.py --source=roneneldan/TinyStories --max_docs=100000
+    python prepare/text.py --source=my_corpus/ --tokenizer=bpe --vocab_size=8192
+    python prepare/text.py --source=books.jsonl --field=content --out_dir=data/books
+"""
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import configurator  # noqa: E402
+import data  # noqa: E402
+
+source = ''                # file or folder of .txt/.jsonl/.parquet, or a hub dataset id
+field = 'text'             # jsonl/parquet/hub column holding the document
+config_name = ''           # hub dataset configuration, if it has several
+out_dir = ''               # '' = data/<name derived from source>
+tokenizer = 'gpt2'         # 'gpt2', 'bpe' (trained here on the train split) or 'byte'
+vocab_size = 8192          # bpe only; includes the 3 special tokens
+val_fraction = 0.01        # used when the source has no validation split
+max_docs = -1              # per split; -1 = all
+shard_tokens = 10_000_000
+seed = 1337                # mixed into the split hash
+force = False              # rebuild even if out_dir is already complete
+
+LOCAL_EXTS = ('.txt', '.jsonl', '.parquet')
+VAL_NAMES = ('validation', 'valid', 'val')
+
+
+class Docs:
+    """A re-iterable view of one split's documents (bpe training reads them twice)."""
+
+    def __init__(self, parts, keep=None):
+        self.parts, self.keep = parts, keep  # parts: lists of str / datasets.Dataset; keep: doc index -> bool
+
+    def __len__(self):
+        return sum(len(p) for p in self.parts) if self.keep is None else sum(self.keep)
+
+    def __iter__(self):
+        i = 0
+        for part in self.parts:
+            rows = part if isinstance(part, list) else (t for b in part.select_columns([field]).iter(batch_size=1000) for t in b[field])
+            for text in rows:
+                if self.keep is None or self.keep[i]:
+                    yield text if isinstance(text, str) else ''
+                i += 1
+
+
+def default_out_dir(src):
+    name = os.path.basename(os.path.normpath(src))
+    name = re.sub(r'\.(txt|jsonl|parquet)$', '', name) if os.path.exists(src) else name
+    return os.path.join('data', re.sub(r'[^a-z0-9_]+', '_', name.lower()).strip('_') or 'text')
+
+
+def read_txt(paths):
+    """One document per file; bytes that are not UTF-8 become U+FFFD and are counted, not fatal."""
+    docs, bad = [], 0
+    for p in paths:
+        with open(p, 'rb') as f:
+            raw = f.read()
+        try:
+            docs.append(raw.decode('utf-8'))
+        except UnicodeDecodeError:
+            docs.append(raw.decode('utf-8', errors='replace'))
+            bad += 1
+    if bad:
+        print(f"warning: {bad} of {len(paths)} .txt files were not valid UTF-8; bad bytes became U+FFFD",
+              file=sys.stderr)
+    return docs
+
+
+def load_local(src):
+    """{'train': [parts]} from local files; parts are lists of str or datasets.Dataset."""
+    if os.path.isdir(src):
+        paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs if f.endswith(LOCAL_EXTS))
+    else:
+        paths = [src] if src.endswith(LOCAL_EXTS) else []
+    if not paths:
+        raise data.DataError(f"no .txt/.jsonl/.parquet files at '{src}': pass a file or folder that has some")
+    import datasets  # slow to import: only once there is something to read
+    datasets.disable_progress_bars()
+    parts = []
+    txt = [p for p in paths if p.endswith('.txt')]
+    if txt:
+        parts.append(read_txt(txt))
+    for builder, exts in (('json', '.jsonl'), ('parquet', '.parquet')):
+        files = [p for p in paths if p.endswith(exts) and os.path.getsize(p) > 0]
+        if files:
+            try:
+                parts.append(datasets.load_dataset(builder, data_files=files, split='train'))
+            except Exception as e:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise data.DataError(f"cannot read {builder} files at '{src}' ({msg}): check the files") from None
+    return {'train': parts}
+
+
+def load_hub(src):
+    import datasets
+    try:
+        dd = datasets.load_dataset(src, config_name or None)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise data.DataError(f"cannot load '{src}' from the hub or as a local path ({msg}): "
+                             f"check --source and --config_name") from None
+    train = 'train' if 'train' in dd else list(dd)[0]
+    out = {'train': [dd[train]]}
+    for name in VAL_NAMES:
+        if name in dd:
+            out['val'] = [dd[name]]
+            break
+    return out
+
+
+def limit(parts, n):
+    """At most n documents from a list of parts."""
+    if n < 0:
+        return parts
+    out = []
+    for p in parts:
+        take = min(n, len(p))
+        out.append(p[:take] if isinstance(p, list) else p.select(range(take)))
+        n -= take
+    return out
+
+
+def main():
+    global out_dir
+    config = configurator.configure(globals())
+    print(config)
+    if not source:
+        raise data.DataError("--source is required: a file or folder of .txt/.jsonl/.parquet, or a hub dataset id")
+    out_dir = out_dir or default_out_dir(source)
+    if data.is_prepared(out_dir) and not force:
+        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+        return
+    t0 = time.time()
+    raw = load_local(source) if os.path.exists(source) else load_hub(source)
+    for parts in raw.values():
+        for p in parts:
+            if not isinstance(p, list) and field not in p.column_names:
+                raise data.DataError(f"no field '{field}' in '{source}'; available: {', '.join(p.column_names)}: "
+                                     f"pass --field=...")
+    raw = {k: limit(v, max_docs) for k, v in raw.items()}
+    if 'val' in raw:
+        splits = {'train': Docs(raw['train']), 'val': Docs(raw['val'])}
+    else:  # carve val_fraction of the documents by a stable hash of their number
+        n = sum(len(p) for p in raw['train'])
+        labels = data.assign_splits(range(n), val_fraction, seed)
+        splits = {s: Docs(raw['train'], keep=[x == s for x in labels]) for s in ('train', 'val')}
+    if not any(t.strip() for t in splits['train']):
+        raise data.DataError(f"'{source}' holds no text (field '{field}'): pass a non-empty source")
+    n_docs = sum(len(d) for d in splits.values())
+    print(f"{n_docs:,} documents ({', '.join(f'{k}: {len(v):,}' for k, v in splits.items())}); tokenizer {tokenizer}")
+    tok = data.build_tokenizer(tokenizer, vocab_size, (t for t in splits['train']))
+    meta = data.write_lm_dataset(out_dir, splits, tok, shard_tokens=shard_tokens, meta_extra={
+        'source': source, 'field': field, 'documents': n_docs, 'config': config})
+    data.print_summary(out_dir, meta, n_docs, time.time() - t0)
+
+
+if __name__ == '__main__':
+    configurator.run_main(main)

@@ -1,0 +1,89 @@
+"""Sample from a checkpoint.
+
+    python sample.py --ckpt=out/stdlib_4x128_learned_s1337 --prompt="def main("
+    python sample.py --ckpt=out/run/ckpt/last.pt --file=prompt.txt --num_samples=3
+    echo "import os" | python sample.py --ckpt=out/run --prompt=-        # prompt from stdin
+
+The tokenizer and model flags come from the checkpoint: no config file or data needed.
+"""
+import sys
+
+import torch
+
+import configurator
+from configurator import UserError
+
+ckpt = ''                # checkpoint file or run directory (uses <run>/ckpt/last.pt)
+prompt = ''              # text; '-' reads stdin; '' starts from end-of-text
+file = ''                # read the prompt from this file instead
+num_samples = 1
+max_new_tokens = 200
+temperature = 0.8
+top_k = 200
+seed = 1337
+device = 'auto'
+
+
+def stream_sample(model, tokenizer, prompt_text, max_new_tokens, temperature=0.8, top_k=200, seed=1337,
+                  device='cpu', out=sys.stdout):
+    """Generate after prompt_text, printing text as it is produced. Returns the generated ids."""
+    ids = tokenizer.encode(prompt_text) if prompt_text else [tokenizer.eot_id]
+    bs = model.config.block_size
+    if len(ids) > bs and model.config.pos_emb == 'learned':
+        print(f"[notice: prompt has {len(ids)} tokens, more than block_size={bs}; using its last {bs}]",
+              file=sys.stderr)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.tensor([ids], dtype=torch.long, device=device)
+    new, printed = [], ''
+    out.write(prompt_text)
+
+    def on_token(nxt):
+        nonlocal printed
+        new.append(int(nxt[0, 0]))
+        text = tokenizer.decode(new)
+        if not text.endswith('\ufffd'):  # wait for the rest of a multi-byte character
+            out.write(text[len(printed):])
+            out.flush()
+            printed = text
+
+    model.eval()
+    with torch.no_grad():
+        model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen, on_token=on_token)
+    out.write(tokenizer.decode(new)[len(printed):] + '\n')
+    out.flush()
+    return new
+
+
+def main():
+    configurator.configure(globals())
+    from train import load_checkpoint, model_from_checkpoint
+    if not ckpt:
+        raise UserError("no checkpoint given; pass --ckpt=<run dir or .pt file>")
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if num_samples < 1:
+        raise UserError(f"num_samples must be >= 1, got {num_samples}")
+    dev = device if device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    model, tokenizer = model_from_checkpoint(load_checkpoint(ckpt))
+    model.to(dev)
+    if file:
+        try:
+            with open(file, encoding='utf-8') as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read prompt file '{file}': {e}")
+    elif prompt == '-':
+        text = sys.stdin.read()
+    else:
+        text = prompt
+    if top_k > tokenizer.vocab_size:
+        print(f"[notice: top_k={top_k} is above the vocabulary ({tokenizer.vocab_size}); clamped]", file=sys.stderr)
+    for i in range(num_samples):
+        if num_samples > 1:
+            print(f'--- sample {i + 1}/{num_samples} ---')
+        stream_sample(model, tokenizer, text, max_new_tokens, temperature, min(top_k, tokenizer.vocab_size),
+                      seed + i, dev)
+
+
+if __name__ == '__main__':
+    configurator.run_main(main)

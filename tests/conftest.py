@@ -1,0 +1,19 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tmp_path_factory):
+    """data_root with a byte-level data set 'tiny' made from a few stdlib modules (train/val)."""
+    import data
+    import textwrap, json, difflib, argparse
+    docs = [open(m.__file__, encoding='utf-8').read() for m in (textwrap, json.decoder, difflib, argparse)]
+    root = tmp_path_factory.mktemp('data')
+    data.write_lm_dataset(str(root / 'tiny'), {'train': docs[:3], 'val': docs[3:][0][:20000:].split('\n\n')},
+                          data.get_tokenizer({'kind': 'byte'}))
+    return str(root)

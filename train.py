@@ -1,0 +1,527 @@
+"""The one training loop: single process or DDP under torchrun (gloo on CPU, nccl on GPU).
+
+    python train.py config/quickstart.py --max_iters=100
+    torchrun --standalone --nproc_per_node=8 train.py config/gpt2_124m.py
+    python train.py config/quickstart.py --init_from=resume
+
+Data order is a pure function of (seed, step, micro step, rank), so resume is exact and DDP on W
+ranks equals one process with W times the accumulation.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from datetime import timedelta
+
+import torch
+
+import configurator
+from configurator import UserError
+import data as datalib
+from model import GPT, GPTConfig
+
+# ----------------------------------------------------------------------------- settings
+# I/O and runs
+out_dir = 'out'              # runs live in out_dir/<run_name>
+run_name = '{data}_{n_layer}x{n_embd}_{pos_emb}_s{seed}'  # {key} placeholders are filled from the config
+init_from = 'scratch'        # 'scratch' | 'resume' | path to a checkpoint (.pt) or a run dir
+data = 'stdlib'              # data set under data_root (prepared by prepare/<name>.py)
+data_root = 'data'
+auto_prepare = False         # run prepare/<data>.py first when the data set is missing
+objective = 'lm'             # 'lm' (later issues: 'seq2seq', 'dpo')
+# model (GPTConfig flags; vocab_size 0 = the data's vocabulary padded to a multiple of 64)
+vocab_size = 0
+block_size = 256
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+bias = True
+tie_embeddings = True
+pos_emb = 'learned'
+rope_theta = 10000.0
+norm = 'layernorm'
+mlp = 'gelu'
+qk_norm = False
+attn = 'softmax'
+ngpt = False
+diff_input = False
+n_encoder_layer = 0
+# batches and length of training
+batch_size = 16              # micro batch per rank
+grad_accum = 1               # micro steps per optimizer step (per rank)
+global_batch_tokens = 0      # if > 0, grad_accum is computed from it
+max_iters = 1000
+max_tokens = 0               # if > 0, max_iters = ceil(max_tokens / tokens per step)
+stop_after = 0               # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
+                             # the schedule still spans the whole run, and init_from='resume' goes on
+# optimizer and schedule
+learning_rate = 6e-4
+min_lr = 6e-5
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+lr_schedule = 'cosine'       # 'cosine' | 'wsd' | 'constant'
+warmup_iters = 100
+decay_frac = 0.1             # wsd: the last decay_frac of training decays to min_lr
+decay_shape = 'linear'       # wsd: 'linear' | 'cosine' | '1-sqrt'
+# evaluation, logging, checkpoints
+eval_interval = 250
+eval_iters = 20
+log_interval = 10
+ckpt_interval = 0            # 0 = at every eval
+log_tensorboard = True
+wandb_log = False
+wandb_project = 'gptlab'
+sample_tokens = 0            # > 0: print a sample of this many tokens at the end
+sample_prompt = ''
+# system
+device = 'auto'              # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
+dtype = 'auto'               # 'auto' (bf16 on CUDA, else float32) | 'float32' | 'bfloat16' | 'float16'
+compile = False
+seed = 1337
+ddp_timeout_s = 600          # a failed rank takes the job down instead of hanging forever
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
+MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
+# keys that may change between a run and its resumption without making it a different run
+RUNTIME_KEYS = {'init_from', 'device', 'compile', 'log_tensorboard', 'wandb_log', 'sample_tokens', 'sample_prompt',
+                'eval_iters', 'log_interval', 'auto_prepare', 'ddp_timeout_s', 'data_root', 'out_dir', 'max_iters',
+                'max_tokens', 'wandb_project', 'stop_after'}
+
+
+def lr_at(step, cfg, total):
+    """Learning rate of optimizer step `step` (0-based) out of `total`."""
+    lr, lo, warm = cfg['learning_rate'], cfg['min_lr'], cfg['warmup_iters']
+    if step < warm:
+        return lr * (step + 1) / warm
+    if cfg['lr_schedule'] == 'constant':
+        return lr
+    if cfg['lr_schedule'] == 'cosine':
+        frac = min(1.0, (step - warm) / max(1, total - warm))
+        return lo + 0.5 * (1 + math.cos(math.pi * frac)) * (lr - lo)
+    # wsd: warmup, stable at lr, then decay over the last decay_frac of the steps
+    decay_start = total - int(round(cfg['decay_frac'] * total))
+    if step < decay_start:
+        return lr
+    frac = (step - decay_start + 1) / max(1, total - decay_start)
+    shape = cfg['decay_shape']
+    w = {'linear': 1 - frac, 'cosine': 0.5 * (1 + math.cos(math.pi * frac)), '1-sqrt': 1 - math.sqrt(frac)}[shape]
+    return lo + w * (lr - lo)
+
+
+def check_settings(cfg):
+    choices = {'objective': ('lm',), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+               'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
+    for k, valid in choices.items():
+        if cfg[k] not in valid:
+            raise UserError(f"unknown {k} '{cfg[k]}'; valid values: {', '.join(valid)}")
+    for k in ('batch_size', 'grad_accum', 'block_size', 'log_interval', 'eval_interval', 'eval_iters'):
+        if cfg[k] < 1:
+            raise UserError(f"{k} must be >= 1, got {cfg[k]}")
+
+
+# ----------------------------------------------------------------------------- run directories
+
+def format_run_name(cfg):
+    try:
+        return cfg['run_name'].format(**cfg)
+    except (KeyError, IndexError, ValueError) as e:
+        raise UserError(f"run_name '{cfg['run_name']}' has a bad placeholder ({e}); use {{key}} of config keys")
+
+
+def same_run(a, b):
+    return {k: v for k, v in a.items() if k not in RUNTIME_KEYS} == {k: v for k, v in b.items() if k not in RUNTIME_KEYS}
+
+
+def choose_run_dir(cfg):
+    """out/<name>, or <name>_v2, _v3... when a different config already uses the name.
+    For init_from='resume', the version whose config matches (or the newest, to report what changed)."""
+    base = os.path.join(cfg['out_dir'], format_run_name(cfg))
+    candidates, v = [], 1
+    while True:
+        d = base if v == 1 else f'{base}_v{v}'
+        if not os.path.exists(os.path.join(d, 'config.json')):
+            break
+        candidates.append(d)
+        v += 1
+    free = d
+    for c in candidates:
+        with open(os.path.join(c, 'config.json')) as f:
+            if same_run(json.load(f), cfg):
+                return c
+    if cfg['init_from'] == 'resume':
+        if not candidates:
+            raise UserError(f"init_from='resume' but there is no run at {base}; start it with init_from='scratch'")
+        with open(os.path.join(candidates[-1], 'config.json')) as f:
+            old = json.load(f)
+        changed = sorted(k for k in set(old) | set(cfg) if k not in RUNTIME_KEYS and old.get(k) != cfg.get(k))
+        raise UserError(f"cannot resume {candidates[-1]}: these settings differ from the run's config.json: "
+                        f"{', '.join(changed)}; resume with the same settings or start a new run")
+    return free
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, obj):
+    """Atomic: write a temporary file, fsync, rename. A crash leaves the previous checkpoint intact."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """Checkpoints hold plain types and tensors only: weights_only=True cannot run code."""
+    if os.path.isdir(path):
+        path = os.path.join(path, 'ckpt', 'last.pt')
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint '{path}' not found; pass a .pt file or a run directory that has ckpt/last.pt")
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                        f"it is truncated or not a checkpoint")
+
+
+def model_from_checkpoint(ckpt):
+    """(model, tokenizer) from a checkpoint dict: no config file or data dir needed."""
+    try:
+        model = GPT(GPTConfig.from_dict(ckpt['model_config']))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"incompatible checkpoint: {e}")
+    model.load_state_dict(ckpt['model'])
+    return model, datalib.get_tokenizer(ckpt['tokenizer'])
+
+
+def load_matching(model, state):
+    """Copy tensors whose name and shape match; list the rest (for init_from=<ckpt>)."""
+    own = model.state_dict()
+    loaded = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
+    model.load_state_dict({k: state[k] for k in loaded}, strict=False)
+    skipped = sorted(set(state) - set(loaded))
+    fresh = sorted(set(own) - set(loaded))
+    return loaded, skipped, fresh
+
+
+# ----------------------------------------------------------------------------- logging
+
+class Logger:
+    """metrics.jsonl + console JSON markers + TensorBoard + wandb, all with a `tokens` x-axis. Rank 0 only."""
+
+    def __init__(self, run_dir, cfg, master, resume_step=None):
+        self.master, self.tb, self.wandb = master, None, None
+        if not master:
+            return
+        self.path = os.path.join(run_dir, 'metrics.jsonl')
+        if resume_step is not None and os.path.exists(self.path):
+            # drop events after the checkpoint: they are redone, so the file equals an uninterrupted run's
+            with open(self.path) as f:
+                keep = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= resume_step]
+            with open(self.path + '.tmp', 'w') as f:
+                f.writelines(keep)
+            os.replace(self.path + '.tmp', self.path)
+        elif resume_step is None:
+            open(self.path, 'w').close()
+        if cfg['log_tensorboard']:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(run_dir, 'tb'))
+        if cfg['wandb_log']:
+            import wandb
+            self.wandb = wandb.init(project=cfg['wandb_project'], name=os.path.basename(run_dir), config=cfg,
+                                    dir=run_dir, resume='allow')
+            wandb.define_metric('*', step_metric='tokens')
+
+    def event(self, name, console=False, **kv):
+        if not self.master:
+            return
+        rec = {'event': name, **kv}
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(rec) + '\n')
+        if console:
+            print(json.dumps(rec), flush=True)
+        scalars = {k: v for k, v in kv.items() if isinstance(v, (int, float)) and k not in ('step', 'tokens')}
+        if self.tb is not None and 'tokens' in kv:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f'{name}/{k}', v, kv['tokens'])
+        if self.wandb is not None and 'tokens' in kv:
+            self.wandb.log({'tokens': kv['tokens'], **{f'{name}/{k}': v for k, v in scalars.items()}})
+
+    def histogram(self, tag, values, tokens):
+        if self.master and self.tb is not None:
+            self.tb.add_histogram(tag, values, tokens)
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# ----------------------------------------------------------------------------- main
+
+def setup_distributed(cfg):
+    ddp = int(os.environ.get('RANK', -1)) != -1
+    if not ddp:
+        dev = cfg['device']
+        if dev == 'auto':
+            dev = 'cuda' if torch.cuda.is_available() else ('mps' if torch.backends.mps.is_available() else 'cpu')
+        return False, 0, 0, 1, dev
+    rank, local_rank, world = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
+    use_cuda = torch.cuda.is_available() and cfg['device'] in ('auto', 'cuda')
+    torch.distributed.init_process_group(backend='nccl' if use_cuda else 'gloo',
+                                         timeout=timedelta(seconds=cfg['ddp_timeout_s']))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    return True, rank, local_rank, world, (f'cuda:{local_rank}' if use_cuda else 'cpu')
+
+
+def ensure_data(cfg, master, ddp):
+    data_dir = os.path.join(cfg['data_root'], cfg['data'])
+    if cfg['auto_prepare'] and not os.path.exists(os.path.join(data_dir, 'meta.json')) and master:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare', f"{cfg['data']}.py")
+        if not os.path.exists(script):
+            raise UserError(f"auto_prepare: no prepare/{cfg['data']}.py to make data set '{cfg['data']}'")
+        print(f"data set {data_dir} missing: running prepare/{cfg['data']}.py", flush=True)
+        r = subprocess.run([sys.executable, script, f'--out_dir={data_dir}'])
+        if r.returncode != 0:
+            raise UserError(f"prepare/{cfg['data']}.py failed with exit code {r.returncode}")
+    if ddp:
+        torch.distributed.barrier()
+    return data_dir
+
+
+def main():
+    cfg = configurator.configure(globals())
+    check_settings(cfg)
+    ddp, rank, local_rank, world, dev = setup_distributed(cfg)
+    master = rank == 0
+    try:
+        return train(cfg, ddp, rank, world, dev, master)
+    finally:
+        if ddp:
+            torch.distributed.destroy_process_group()
+
+
+def train(cfg, ddp, rank, world, dev, master):
+    device_type = 'cuda' if dev.startswith('cuda') else dev
+    torch.manual_seed(cfg['seed'])
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dt = cfg['dtype'] if cfg['dtype'] != 'auto' else ('bfloat16' if device_type == 'cuda' else 'float32')
+    autocast = (torch.autocast(device_type=device_type, dtype=getattr(torch, dt))
+                if dt != 'float32' else nullcontext())
+
+    # --- data
+    data_dir = ensure_data(cfg, master, ddp)
+    meta = datalib.load_meta(data_dir)
+    if cfg['vocab_size'] == 0:
+        cfg['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # padded: faster matmuls
+    train_shards = datalib.open_split(data_dir, 'train', cfg['vocab_size'])
+    val_shards = datalib.open_split(data_dir, 'val', cfg['vocab_size'])
+
+    # --- batch geometry
+    tokens_per_micro = cfg['batch_size'] * cfg['block_size']
+    if cfg['global_batch_tokens'] > 0:
+        per_step = tokens_per_micro * world
+        if cfg['global_batch_tokens'] % per_step:
+            raise UserError(f"global_batch_tokens={cfg['global_batch_tokens']} is not divisible by batch_size*block_size*"
+                            f"world_size={per_step}; pick a multiple of {per_step}")
+        cfg['grad_accum'] = cfg['global_batch_tokens'] // per_step
+    accum = cfg['grad_accum']
+    tokens_per_step = tokens_per_micro * accum * world
+    total_steps = math.ceil(cfg['max_tokens'] / tokens_per_step) if cfg['max_tokens'] > 0 else cfg['max_iters']
+
+    # --- run dir, model, optimizer
+    run_dir = choose_run_dir(cfg)
+    ckpt_path = os.path.join(run_dir, 'ckpt', 'last.pt')
+    start_step, ckpt = 0, None
+    model_cfg = {k: cfg[k] for k in MODEL_KEYS}
+    if cfg['init_from'] == 'resume':
+        if not os.path.exists(ckpt_path):
+            raise UserError(f"init_from='resume' but {run_dir} has no checkpoint (ckpt/last.pt); "
+                            f"start it with init_from='scratch'")
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt['model_config'] != model_cfg:
+            changed = [k for k in model_cfg if ckpt['model_config'].get(k) != model_cfg[k]]
+            raise UserError(f"cannot resume {run_dir}: model flags changed ({', '.join(changed)})")
+        start_step = ckpt['step']
+    try:
+        model = GPT(GPTConfig(**model_cfg))
+    except ValueError as e:
+        raise UserError(str(e))
+    tokenizer = datalib.get_tokenizer(meta['tokenizer'])
+    if cfg['init_from'] not in ('scratch', 'resume'):
+        src = load_checkpoint(cfg['init_from'])
+        loaded, skipped, fresh = load_matching(model, src['model'])
+        if master:
+            print(f"init_from {cfg['init_from']}: loaded {len(loaded)} tensors; not in this model: {skipped or 'none'}; "
+                  f"newly initialized: {fresh or 'none'}")
+    model.to(dev)
+    opt_kwargs = dict(lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))
+    if device_type == 'cuda':
+        opt_kwargs['fused'] = True
+    optimizer = torch.optim.AdamW(model.optimizer_groups(cfg['weight_decay']), **opt_kwargs)
+    if ckpt is not None:
+        model.load_state_dict(ckpt['model'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        torch.set_rng_state(ckpt['rng_cpu'])
+        if device_type == 'cuda' and 'rng_cuda' in ckpt:
+            torch.cuda.set_rng_state(ckpt['rng_cuda'])
+    raw_model = model
+    if cfg['compile']:
+        model = torch.compile(model)
+    if ddp:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if device_type == 'cuda' else None)
+
+    if master:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, 'config.json.tmp'), 'w') as f:
+            json.dump(cfg, f, indent=2)
+        os.replace(os.path.join(run_dir, 'config.json.tmp'), os.path.join(run_dir, 'config.json'))
+    log = Logger(run_dir, cfg, master, resume_step=start_step if ckpt is not None else None)
+    n_params = raw_model.num_params()
+    flops_per_token = raw_model.flops_per_token()
+    if master:
+        print('config: ' + json.dumps(cfg))
+    log.event('train_begin', console=True, step=start_step, tokens=start_step * tokens_per_step, run_dir=run_dir,
+              params=n_params, total_steps=total_steps, tokens_per_step=tokens_per_step, world_size=world,
+              grad_accum=accum, device=dev, dtype=dt)
+
+    def checkpoint(step):
+        if not master:
+            return
+        state = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
+                 'model_config': raw_model.config.to_dict(), 'tokenizer': tokenizer.spec, 'config': cfg,
+                 'step': step, 'tokens': step * tokens_per_step, 'rng_cpu': torch.get_rng_state()}
+        if device_type == 'cuda':
+            state['rng_cuda'] = torch.cuda.get_rng_state()
+        save_checkpoint(ckpt_path, state)
+
+    @torch.no_grad()
+    def evaluate():
+        model.eval()
+        losses = []
+        for x, y in datalib.iter_eval_batches(val_shards, cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
+            with autocast:
+                _, loss = raw_model(x.to(dev), y.to(dev))
+            losses.append(loss.item())
+        model.train()
+        return sum(losses) / len(losses)
+
+    def batch(step, micro):
+        # (seed, index) fixes the batch: rank r of W at micro m equals micro m*W + r of one process
+        index = step * world * accum + micro * world + rank
+        x, y = datalib.get_lm_batch(train_shards, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+        if device_type == 'cuda':
+            return x.pin_memory().to(dev, non_blocking=True), y.pin_memory().to(dev, non_blocking=True)
+        return x.to(dev), y.to(dev)
+
+    # --- the loop
+    model.train()
+    ckpt_every = cfg['ckpt_interval'] or cfg['eval_interval']
+    loss_sum = torch.zeros((), device=dev)
+    t0, t_log, steps_since_log = time.time(), time.time(), 0
+    x, y = batch(start_step, 0)
+    val_loss = None
+    end_step = min(total_steps, cfg['stop_after']) if cfg['stop_after'] > 0 else total_steps
+    for step in range(start_step, end_step):
+        lr = lr_at(step, cfg, total_steps)
+        for g in optimizer.param_groups:
+            g['lr'] = lr
+        for micro in range(accum):
+            sync = nullcontext() if (not ddp or micro == accum - 1) else model.no_sync()
+            with sync:
+                with autocast:
+                    _, loss = model(x, y)
+                # prefetch the next micro batch while this one's backward runs (async on CUDA)
+                nxt = (step, micro + 1) if micro + 1 < accum else (step + 1, 0)
+                if nxt[0] < total_steps:
+                    x, y = batch(*nxt)
+                (loss / accum).backward()
+            loss_sum += loss.detach()
+        if cfg['grad_clip'] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        steps_since_log += 1
+        tokens = done * tokens_per_step
+
+        is_log = done % cfg['log_interval'] == 0 or done == total_steps
+        is_eval = done % cfg['eval_interval'] == 0 or done == total_steps
+        is_ckpt = done % ckpt_every == 0 or done == end_step
+        if is_log or is_ckpt:  # the only host syncs: at log and checkpoint steps
+            if ddp:
+                torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
+            train_loss = loss_sum.item() / (steps_since_log * accum)
+            if not math.isfinite(train_loss):
+                good = ckpt_path if os.path.exists(ckpt_path) else 'none (no checkpoint was written yet)'
+                raise TrainingDiverged(f"non-finite training loss ({train_loss}) between steps {done - steps_since_log} "
+                                       f"and {done}; last good checkpoint: {good}; lower learning_rate or raise warmup_iters")
+            dt_s = time.time() - t_log
+            tok_s = steps_since_log * tokens_per_step / dt_s
+            rec = dict(step=done, tokens=tokens, loss=round(train_loss, 5), lr=lr, tok_per_s=round(tok_s, 1),
+                       ms_per_step=round(1000 * dt_s / steps_since_log, 2))
+            if device_type == 'cuda':
+                rec['mfu'] = round(flops_per_token * tok_s / (world * peak_flops_of(dev)), 4)
+            for name, t in raw_model.diagnostics.items():  # e.g. diff_input's delta norms
+                t = t.float().flatten()
+                rec.update({f'{name}_mean': t.mean().item(), f'{name}_std': t.std().item(),
+                            f'{name}_min': t.min().item(), f'{name}_max': t.max().item()})
+                log.histogram(f'diagnostics/{name}', t.cpu(), tokens)
+            log.event('train', **rec)
+            if master and is_log:
+                print(f"step {done}/{total_steps} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s"
+                      + (f" | mfu {rec['mfu']:.1%}" if 'mfu' in rec else ''), flush=True)
+                log.event('progress', console=False, step=done, tokens=tokens, frac=round(done / total_steps, 4))
+            loss_sum.zero_()
+            steps_since_log, t_log = 0, time.time()
+        if is_eval:
+            val_loss = evaluate()
+            log.event('evaluate', console=master, step=done, tokens=tokens, val_loss=round(val_loss, 5),
+                      val_ppl=round(math.exp(min(val_loss, 50)), 3))
+        if is_ckpt:
+            checkpoint(done)
+        if ddp and (is_ckpt or is_eval):
+            torch.distributed.barrier()
+
+    elapsed = time.time() - t0
+    log.event('train_end', console=True, step=end_step, tokens=end_step * tokens_per_step,
+              val_loss=None if val_loss is None else round(val_loss, 5), seconds=round(elapsed, 1), run_dir=run_dir)
+    log.close()
+    if master and cfg['sample_tokens'] > 0:
+        from sample import stream_sample
+        print(f"--- sample ({cfg['sample_tokens']} tokens, from {ckpt_path}) ---")
+        stream_sample(raw_model, tokenizer, cfg['sample_prompt'], cfg['sample_tokens'], temperature=0.8, top_k=50,
+                      seed=cfg['seed'], device=dev)
+    return run_dir
+
+
+class TrainingDiverged(Exception):
+    pass
+
+
+def peak_flops_of(dev):
+    """bf16 dense peak of the device, for MFU (H100 SXM 989 TFLOP/s; unknown GPUs use A100's 312)."""
+    name = torch.cuda.get_device_name(dev)
+    for key, flops in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12), ('L40', 181e12), ('4090', 165e12)):
+        if key in name:
+            return flops
+    return 312e12
+
+
+if __name__ == '__main__':
+    try:
+        configurator.run_main(main)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
