@@ -125,6 +125,41 @@ def check_settings(cfg):
             raise UserError(f"{k} must be >= 1, got {cfg[k]}")
 
 
+# ----------------------------------------------------------------------------- objectives
+# An objective is: how a split is opened, how micro batch `index` is drawn (a dict of tensors; the
+# loader in data.py pads and masks), and its loss. Each objective is one branch in each function.
+
+def open_objective_data(cfg, data_dir, split):
+    if cfg['objective'] == 'lm':
+        return datalib.open_split(data_dir, split, cfg['vocab_size'])
+
+
+def objective_batch(cfg, d, index):
+    """Micro batch number `index` of the training split: (seed, index) fixes it."""
+    if cfg['objective'] == 'lm':
+        x, y = datalib.get_lm_batch(d, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+        return {'x': x, 'y': y}
+
+
+def objective_eval_batches(cfg, d):
+    """Deterministic validation batches."""
+    if cfg['objective'] == 'lm':
+        for x, y in datalib.iter_eval_batches(d, cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
+            yield {'x': x, 'y': y}
+
+
+def objective_loss(model, b, cfg):
+    """Scalar loss of one micro batch."""
+    if cfg['objective'] == 'lm':
+        return model(b['x'], b['y'])[1]
+
+
+def to_device(b, dev, device_type):
+    if device_type == 'cuda':  # pinned, non-blocking: the copy overlaps the GPU's work
+        return {k: v.pin_memory().to(dev, non_blocking=True) for k, v in b.items()}
+    return {k: v.to(dev) for k, v in b.items()}
+
+
 # ----------------------------------------------------------------------------- run directories
 
 def format_run_name(cfg):
@@ -325,8 +360,8 @@ def train(cfg, ddp, rank, world, dev, master):
     meta = datalib.load_meta(data_dir)
     if cfg['vocab_size'] == 0:
         cfg['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # padded: faster matmuls
-    train_shards = datalib.open_split(data_dir, 'train', cfg['vocab_size'])
-    val_shards = datalib.open_split(data_dir, 'val', cfg['vocab_size'])
+    train_data = open_objective_data(cfg, data_dir, 'train')
+    val_data = open_objective_data(cfg, data_dir, 'val')
 
     # --- batch geometry
     tokens_per_micro = cfg['batch_size'] * cfg['block_size']
@@ -394,7 +429,8 @@ def train(cfg, ddp, rank, world, dev, master):
         print('config: ' + json.dumps(cfg))
     log.event('train_begin', console=True, step=start_step, tokens=start_step * tokens_per_step, run_dir=run_dir,
               params=n_params, total_steps=total_steps, tokens_per_step=tokens_per_step, world_size=world,
-              grad_accum=accum, device=dev, dtype=dt)
+              grad_accum=accum, device=dev, dtype=dt,
+              val_unigram_entropy=meta['splits'].get('val', {}).get('unigram_entropy'))
 
     def checkpoint(step):
         if not master:
@@ -410,9 +446,9 @@ def train(cfg, ddp, rank, world, dev, master):
     def evaluate():
         model.eval()
         losses = []
-        for x, y in datalib.iter_eval_batches(val_shards, cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
+        for b in objective_eval_batches(cfg, val_data):
             with autocast:
-                _, loss = raw_model(x.to(dev), y.to(dev))
+                loss = objective_loss(raw_model, to_device(b, dev, device_type), cfg)
             losses.append(loss.item())
         model.train()
         return sum(losses) / len(losses)
@@ -420,17 +456,14 @@ def train(cfg, ddp, rank, world, dev, master):
     def batch(step, micro):
         # (seed, index) fixes the batch: rank r of W at micro m equals micro m*W + r of one process
         index = step * world * accum + micro * world + rank
-        x, y = datalib.get_lm_batch(train_shards, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
-        if device_type == 'cuda':
-            return x.pin_memory().to(dev, non_blocking=True), y.pin_memory().to(dev, non_blocking=True)
-        return x.to(dev), y.to(dev)
+        return to_device(objective_batch(cfg, train_data, index), dev, device_type)
 
     # --- the loop
     model.train()
     ckpt_every = cfg['ckpt_interval'] or cfg['eval_interval']
     loss_sum = torch.zeros((), device=dev)
     t0, t_log, steps_since_log = time.time(), time.time(), 0
-    x, y = batch(start_step, 0)
+    b = batch(start_step, 0)
     val_loss = None
     end_step = min(total_steps, cfg['stop_after']) if cfg['stop_after'] > 0 else total_steps
     for step in range(start_step, end_step):
@@ -441,11 +474,11 @@ def train(cfg, ddp, rank, world, dev, master):
             sync = nullcontext() if (not ddp or micro == accum - 1) else model.no_sync()
             with sync:
                 with autocast:
-                    _, loss = model(x, y)
+                    loss = objective_loss(model, b, cfg)
                 # prefetch the next micro batch while this one's backward runs (async on CUDA)
                 nxt = (step, micro + 1) if micro + 1 < accum else (step + 1, 0)
                 if nxt[0] < total_steps:
-                    x, y = batch(*nxt)
+                    b = batch(*nxt)
                 (loss / accum).backward()
             loss_sum += loss.detach()
         if cfg['grad_clip'] > 0:
