@@ -535,3 +535,77 @@ def print_summary(out_dir, meta, n_docs, seconds):
     s = ', '.join(f"{k}: {v['tokens']:,} tokens in {v['shards']} shard(s)" for k, v in meta['splits'].items())
     print(f"wrote {out_dir}: {n_docs:,} documents; {s}; vocab {meta['vocab_size']} "
           f"({meta['tokenizer']['kind']}); {seconds:.1f}s")
+
+
+# ----------------------------------------------------------------------------------------------
+# preference pairs (objective='dpo'): prompt/chosen/rejected records -> padded batches with response masks
+# A pairs data set holds `<split>_pairs.{bin,idx,json}` records (made by prepare/pairs.py) and meta.json.
+
+PAIR_FIELDS = ('prompt', 'chosen', 'rejected')
+
+
+def open_pairs(data_dir, split):
+    """The validated prompt/chosen/rejected records of one split of a pairs data set."""
+    path = os.path.join(data_dir, f'{split}_pairs.bin')
+    if not os.path.isfile(path[:-4] + '.json'):
+        raise DataError(f"'{data_dir}' has no '{split}' preference pairs ({os.path.basename(path)}): build them with "
+                        f"`python prepare/pairs.py --data=<prepared LM data set>` and pass its out_dir as data")
+    recs = read_records(path)
+    if recs.fields != list(PAIR_FIELDS):
+        raise DataError(f"'{path}' has fields {recs.fields}, not {list(PAIR_FIELDS)}: rebuild with prepare/pairs.py")
+    if len(recs) == 0:
+        raise DataError(f"'{path}' holds no pairs: rebuild with prepare/pairs.py and more documents")
+    return recs
+
+
+def pair_sequence(prompt, response, seq_max_len):
+    """prompt + response, at most seq_max_len tokens: prompt tokens are dropped from the left, never the
+    response. Returns (tokens, start of the response)."""
+    keep = seq_max_len - len(response)
+    if len(prompt) < 1 or len(response) < 1:
+        raise DataError(f"a pair has an empty prompt or response ({len(prompt)}/{len(response)} tokens): "
+                        f"rebuild the pairs with prepare/pairs.py")
+    if keep < 1:
+        raise DataError(f"a response of {len(response)} tokens leaves no room for the prompt in seq_max_len="
+                        f"{seq_max_len}: raise seq_max_len and block_size, or rebuild the pairs with a smaller "
+                        f"--max_response_tokens")
+    prompt = prompt[max(0, len(prompt) - keep):]
+    return np.concatenate([np.asarray(prompt, np.int64), np.asarray(response, np.int64)]), len(prompt)
+
+
+def collate_pairs(recs, seq_max_len, pad_id):
+    """Records -> {'x', 'y'} of shape (2B, T): rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected
+    (one forward pass scores both). x = tokens[:-1] right-padded with pad_id (causal attention: padding
+    after a sequence never reaches it); y = tokens[1:] where the target is a response token and -100
+    elsewhere, so the response mask is exactly y != -100."""
+    import torch
+    seqs = [pair_sequence(r['prompt'], r[f], seq_max_len) for f in ('chosen', 'rejected') for r in recs]
+    T = max(len(s) for s, _ in seqs) - 1
+    x = np.full((len(seqs), T), pad_id, dtype=np.int64)
+    y = np.full((len(seqs), T), -100, dtype=np.int64)
+    for i, (s, start) in enumerate(seqs):
+        x[i, :len(s) - 1] = s[:-1]
+        y[i, start - 1:len(s) - 1] = s[start:]  # position start-1 (last prompt token) predicts the first response token
+    return {'x': torch.from_numpy(x), 'y': torch.from_numpy(y)}
+
+
+def get_pair_batch(recs, batch_size, seq_max_len, pad_id, seed, index):
+    """Random pairs; (seed, index) alone fixes the batch, as in get_lm_batch. 'idx' holds the record numbers."""
+    import torch
+    rng = np.random.Generator(np.random.PCG64([seed, index]))
+    idx = rng.integers(0, len(recs), size=batch_size)
+    b = collate_pairs([recs[i] for i in idx], seq_max_len, pad_id)
+    b['idx'] = torch.from_numpy(idx.astype(np.int64))
+    return b
+
+
+def iter_pair_batches(recs, batch_size, seq_max_len, pad_id, max_batches=None):
+    """Deterministic batches in record order (validation, scoring); max_batches None or <= 0 = all."""
+    import torch
+    for n, i in enumerate(range(0, len(recs), batch_size)):
+        if max_batches and n >= max_batches:
+            return
+        idx = np.arange(i, min(i + batch_size, len(recs)))
+        b = collate_pairs([recs[j] for j in idx], seq_max_len, pad_id)
+        b['idx'] = torch.from_numpy(idx)
+        yield b

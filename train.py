@@ -31,7 +31,7 @@ init_from = 'scratch'        # 'scratch' | 'resume' | path to a checkpoint (.pt)
 data = 'stdlib'              # data set under data_root (prepared by prepare/<name>.py)
 data_root = 'data'
 auto_prepare = False         # run prepare/<data>.py first when the data set is missing
-objective = 'lm'             # 'lm' (later issues: 'seq2seq', 'dpo')
+objective = 'lm'             # 'lm' | 'dpo' (later issues: 'seq2seq')
 # model (GPTConfig flags; vocab_size 0 = the data's vocabulary padded to a multiple of 64)
 vocab_size = 0
 block_size = 256
@@ -85,6 +85,12 @@ dtype = 'auto'               # 'auto' (bf16 on CUDA, else float32) | 'float32' |
 compile = False
 seed = 1337
 ddp_timeout_s = 600          # a failed rank takes the job down instead of hanging forever
+# dpo (objective='dpo', data = a pairs set from prepare/pairs.py): policy from init_from, frozen reference
+ref_ckpt = ''                # reference checkpoint or run dir ('' = the init_from checkpoint)
+beta = 0.1                   # scale of the implicit rewards beta * (log pi - log ref)
+length_normalize = False     # average response log-probs over response tokens instead of summing them
+seq_max_len = 0              # prompt + response tokens per sequence; longer ones lose prompt tokens from
+                             # the left, never response tokens (0 = block_size + 1: inputs fill block_size)
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
@@ -115,7 +121,7 @@ def lr_at(step, cfg, total):
 
 
 def check_settings(cfg):
-    choices = {'objective': ('lm',), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+    choices = {'objective': ('lm', 'dpo'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
                'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
@@ -132,6 +138,11 @@ def check_settings(cfg):
 def open_objective_data(cfg, data_dir, split):
     if cfg['objective'] == 'lm':
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
+    if cfg['objective'] == 'dpo':  # 'ref' (reference log-probs of every pair) is filled by dpo_score_reference
+        meta = datalib.load_meta(data_dir)
+        if meta['vocab_size'] > cfg['vocab_size']:
+            raise UserError(f"pairs vocabulary {meta['vocab_size']} > vocab_size {cfg['vocab_size']}; use the SFT model's flags")
+        return {'records': datalib.open_pairs(data_dir, split), 'pad_id': meta['pad_id'], 'ref': None}
 
 
 def objective_batch(cfg, d, index):
@@ -139,6 +150,9 @@ def objective_batch(cfg, d, index):
     if cfg['objective'] == 'lm':
         x, y = datalib.get_lm_batch(d, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
         return {'x': x, 'y': y}
+    if cfg['objective'] == 'dpo':
+        b = datalib.get_pair_batch(d['records'], cfg['batch_size'], dpo_seq_max_len(cfg), d['pad_id'], cfg['seed'], index)
+        return dpo_attach_ref(b, d)
 
 
 def objective_eval_batches(cfg, d):
@@ -146,12 +160,19 @@ def objective_eval_batches(cfg, d):
     if cfg['objective'] == 'lm':
         for x, y in datalib.iter_eval_batches(d, cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
             yield {'x': x, 'y': y}
+    if cfg['objective'] == 'dpo':
+        for b in datalib.iter_pair_batches(d['records'], cfg['batch_size'], dpo_seq_max_len(cfg), d['pad_id'],
+                                           cfg['eval_iters']):
+            yield dpo_attach_ref(b, d)
 
 
 def objective_loss(model, b, cfg):
-    """Scalar loss of one micro batch."""
+    """Scalar loss of one micro batch, or (loss, {name: scalar tensor}) to log more (dpo)."""
     if cfg['objective'] == 'lm':
         return model(b['x'], b['y'])[1]
+    if cfg['objective'] == 'dpo':
+        logp, n = response_logps(model, b)
+        return dpo_loss(logp, b['ref'], n, cfg['beta'], cfg['length_normalize'])
 
 
 def to_device(b, dev, device_type):
@@ -411,6 +432,9 @@ def train(cfg, ddp, rank, world, dev, master):
         torch.set_rng_state(ckpt['rng_cpu'])
         if device_type == 'cuda' and 'rng_cuda' in ckpt:
             torch.cuda.set_rng_state(ckpt['rng_cuda'])
+    dpo_ref = None
+    if cfg['objective'] == 'dpo':  # the frozen reference scores every pair once; only the policy trains
+        dpo_ref = dpo_setup(cfg, ckpt, model, (train_data, val_data), tokenizer, dev, autocast, master)
     raw_model = model
     if cfg['compile']:
         model = torch.compile(model)
@@ -440,18 +464,24 @@ def train(cfg, ddp, rank, world, dev, master):
                  'step': step, 'tokens': step * tokens_per_step, 'rng_cpu': torch.get_rng_state()}
         if device_type == 'cuda':
             state['rng_cuda'] = torch.cuda.get_rng_state()
+        if dpo_ref is not None:
+            state['ref_ckpt'] = dpo_ref  # init_from='resume' scores the same reference again
         save_checkpoint(ckpt_path, state)
 
     @torch.no_grad()
     def evaluate():
         model.eval()
-        losses = []
+        losses, extras = [], {}
         for b in objective_eval_batches(cfg, val_data):
             with autocast:
                 loss = objective_loss(raw_model, to_device(b, dev, device_type), cfg)
+            if isinstance(loss, tuple):  # extra scalars (dpo): logged as val_<name>
+                loss, ex = loss
+                for k, v in ex.items():
+                    extras.setdefault(k, []).append(v.item())
             losses.append(loss.item())
         model.train()
-        return sum(losses) / len(losses)
+        return sum(losses) / len(losses), {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
 
     def batch(step, micro):
         # (seed, index) fixes the batch: rank r of W at micro m equals micro m*W + r of one process
@@ -462,6 +492,7 @@ def train(cfg, ddp, rank, world, dev, master):
     model.train()
     ckpt_every = cfg['ckpt_interval'] or cfg['eval_interval']
     loss_sum = torch.zeros((), device=dev)
+    extra_sum = {}  # objectives that return (loss, extras): running sums of the extras (dpo accuracy, rewards)
     t0, t_log, steps_since_log = time.time(), time.time(), 0
     b = batch(start_step, 0)
     val_loss = None
@@ -475,6 +506,10 @@ def train(cfg, ddp, rank, world, dev, master):
             with sync:
                 with autocast:
                     loss = objective_loss(model, b, cfg)
+                if isinstance(loss, tuple):
+                    loss, ex = loss
+                    for k, v in ex.items():
+                        extra_sum[k] = extra_sum.get(k, 0) + v.detach()
                 # prefetch the next micro batch while this one's backward runs (async on CUDA)
                 nxt = (step, micro + 1) if micro + 1 < accum else (step + 1, 0)
                 if nxt[0] < total_steps:
@@ -504,6 +539,12 @@ def train(cfg, ddp, rank, world, dev, master):
             tok_s = steps_since_log * tokens_per_step / dt_s
             rec = dict(step=done, tokens=tokens, loss=round(train_loss, 5), lr=lr, tok_per_s=round(tok_s, 1),
                        ms_per_step=round(1000 * dt_s / steps_since_log, 2))
+            if extra_sum:
+                ex = torch.stack(list(extra_sum.values())).float()
+                if ddp:
+                    torch.distributed.all_reduce(ex, op=torch.distributed.ReduceOp.AVG)
+                rec.update({k: round(v / (steps_since_log * accum), 5) for k, v in zip(extra_sum, ex.tolist())})
+                extra_sum = {}
             if device_type == 'cuda':
                 rec['mfu'] = round(flops_per_token * tok_s / (world * peak_flops_of(dev)), 4)
             for name, t in raw_model.diagnostics.items():  # e.g. diff_input's delta norms
@@ -514,14 +555,15 @@ def train(cfg, ddp, rank, world, dev, master):
             log.event('train', **rec)
             if master and is_log:
                 print(f"step {done}/{total_steps} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s"
+                      + (f" | acc {rec['acc']:.3f} | margin {rec['margin']:.3f}" if 'acc' in rec else '')
                       + (f" | mfu {rec['mfu']:.1%}" if 'mfu' in rec else ''), flush=True)
                 log.event('progress', console=False, step=done, tokens=tokens, frac=round(done / total_steps, 4))
             loss_sum.zero_()
             steps_since_log, t_log = 0, time.time()
         if is_eval:
-            val_loss = evaluate()
+            val_loss, val_extra = evaluate()
             log.event('evaluate', console=master, step=done, tokens=tokens, val_loss=round(val_loss, 5),
-                      val_ppl=round(math.exp(min(val_loss, 50)), 3))
+                      val_ppl=round(math.exp(min(val_loss, 50)), 3), **val_extra)
         if is_ckpt:
             checkpoint(done)
         if ddp and (is_ckpt or is_eval):
@@ -537,6 +579,97 @@ def train(cfg, ddp, rank, world, dev, master):
         stream_sample(raw_model, tokenizer, cfg['sample_prompt'], cfg['sample_tokens'], temperature=0.8, top_k=50,
                       seed=cfg['seed'], device=dev)
     return run_dir
+
+
+# ----------------------------------------------------------------------------- dpo
+# objective='dpo': rows 0..B-1 of a batch are prompt+chosen, rows B..2B-1 prompt+rejected (data.collate_pairs).
+# The frozen reference's log-probs are constants, so they are computed once for every pair before training
+# (dpo_setup) and travel with the batches as b['ref']: no second model in the hot loop, nothing of the
+# reference in the optimizer or the checkpoint, and resume simply scores it again.
+
+def dpo_seq_max_len(cfg):
+    n = cfg['seq_max_len'] or cfg['block_size'] + 1
+    if not 2 <= n <= cfg['block_size'] + 1:
+        raise UserError(f"seq_max_len={n} must be in 2..block_size+1={cfg['block_size'] + 1} (the model reads all "
+                        f"but the last token); lower seq_max_len or raise block_size")
+    return n
+
+
+def response_logps(model, b):
+    """Per row: the sum of log p(token) over the response tokens (where y != -100) and their count."""
+    logits, _ = model(b['x'])
+    lp = -torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), b['y'], ignore_index=-100,
+                                            reduction='none')  # 0 where y == -100
+    return lp.sum(1), (b['y'] != -100).sum(1)
+
+
+def dpo_loss(logp, ref_logp, n, beta, length_normalize):
+    """-log sigmoid(beta * ((log pi(c) - log ref(c)) - (log pi(r) - log ref(r)))), mean over pairs.
+
+    logp, ref_logp, n: (2B,) response log-prob sums of policy and reference and response lengths, chosen
+    rows first. length_normalize divides each sum by its length. Returns (loss, extras): preference
+    accuracy (margin > 0; a tie counts half), the mean implicit rewards beta * (log pi - log ref) of
+    chosen and rejected responses, and their mean margin."""
+    logp, ref_logp = logp.float(), ref_logp.float()
+    if length_normalize:
+        logp, ref_logp = logp / n, ref_logp / n
+    reward_chosen, reward_rejected = (beta * (logp - ref_logp)).chunk(2)
+    margin = reward_chosen - reward_rejected
+    loss = -torch.nn.functional.logsigmoid(margin).mean()
+    acc = ((margin > 0).float() + 0.5 * (margin == 0).float()).mean()
+    return loss, {'acc': acc.detach(), 'reward_chosen': reward_chosen.mean().detach(),
+                  'reward_rejected': reward_rejected.mean().detach(), 'margin': margin.mean().detach()}
+
+
+def dpo_attach_ref(b, d):
+    """Replace the batch's record numbers by the reference log-probs of its rows (chosen rows first)."""
+    ref = d['ref'][b.pop('idx')]
+    b['ref'] = torch.cat([ref[:, 0], ref[:, 1]])
+    return b
+
+
+@torch.no_grad()
+def dpo_score(model, recs, pad_id, seq_max_len, batch_size, dev, autocast=None):
+    """Response log-prob sums and lengths of every pair: two (N, 2) tensors, columns chosen, rejected."""
+    model.eval()
+    logps, counts = torch.zeros(len(recs), 2), torch.zeros(len(recs), 2, dtype=torch.long)
+    for b in datalib.iter_pair_batches(recs, batch_size, seq_max_len, pad_id):
+        idx = b.pop('idx')
+        with autocast or nullcontext():
+            lp, n = response_logps(model, {k: v.to(dev) for k, v in b.items()})
+        logps[idx] = lp.float().cpu().view(2, -1).T
+        counts[idx] = n.cpu().view(2, -1).T
+    return logps, counts
+
+
+def dpo_setup(cfg, ckpt, model, datasets, tokenizer, dev, autocast, master):
+    """Check the policy is the whole SFT model, load the reference, score every pair of `datasets` with it
+    (filling d['ref']). Returns the reference's path (kept in checkpoints for resume)."""
+    if cfg['init_from'] == 'scratch':
+        raise UserError("objective='dpo' fine-tunes an SFT model: pass --init_from=<SFT run dir or .pt> "
+                        "(the reference defaults to it; --ref_ckpt picks another)")
+    path = cfg['ref_ckpt'] or (ckpt.get('ref_ckpt', '') if ckpt is not None else cfg['init_from'])
+    if not path:
+        raise UserError("this run's checkpoint names no reference: pass --ref_ckpt=<SFT run dir or .pt>")
+    if cfg['init_from'] != 'resume':
+        init = load_checkpoint(cfg['init_from'])['model_config']
+        diff = [k for k, v in model.config.to_dict().items() if init.get(k) != v]
+        if diff:
+            raise UserError(f"objective='dpo': model flags differ from init_from's checkpoint ({', '.join(diff)}): "
+                            f"the policy must be the whole SFT model; run with the SFT run's config file")
+    ref_ckpt = load_checkpoint(path)
+    if ref_ckpt['tokenizer'] != tokenizer.spec:
+        raise UserError(f"reference '{path}' uses another tokenizer than data set '{cfg['data']}': "
+                        f"build the pairs from the data the reference was trained on")
+    ref, _ = model_from_checkpoint(ref_ckpt)
+    ref.to(dev).requires_grad_(False)
+    t0 = time.time()
+    for d in datasets:
+        d['ref'], _ = dpo_score(ref, d['records'], d['pad_id'], dpo_seq_max_len(cfg), cfg['batch_size'], dev, autocast)
+    if master:
+        print(f"dpo reference {path}: scored {sum(len(d['records']) for d in datasets):,} pairs in "
+              f"{time.time() - t0:.1f}s", flush=True)
+    return os.path.abspath(path)
 
 
 class TrainingDiverged(Exception):
