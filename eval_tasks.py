@@ -1,8 +1,9 @@
 """Evaluate any checkpoint (eval-only): python eval_tasks.py <task> --ckpt=<run dir or .pt> [--key=value ...]
 
     python eval_tasks.py ppl --ckpt=out/quickstart_s1337 --data=stdlib --split=val --stride=64
+    python eval_tasks.py preference --ckpt=out/dpo_quick --ref=out/sft_quick --data=stdlib_pairs_shuffle --split=test
 
-Tasks: ppl (sliding-window perplexity). Each task is one function `task_<name>(model, tokenizer)`
+Tasks: ppl (sliding-window perplexity), preference (DPO preference accuracy and margin on pairs). Each task is one function `task_<name>(model, tokenizer)`
 reading the settings below; results print as a markdown table and are written as JSON to `out`.
 """
 import json
@@ -27,6 +28,11 @@ max_tokens = 0       # ppl: score at most this many tokens (0 = the whole split)
 batch_size = 8
 device = 'auto'
 out = ''             # JSON results path ('' = <run dir>/eval_<task>.json when ckpt is a run dir)
+ref = ''             # preference: reference checkpoint ('' = none: rewards are beta * log pi alone)
+beta = 0.1           # preference: implicit reward scale, as in training
+length_normalize = False  # preference: average response log-probs over tokens
+seq_max_len = 0      # preference: prompt+response tokens (0 = block_size + 1); prompts cut from the left
+max_pairs = 0        # preference: score at most this many pairs (0 = the whole split)
 
 
 @torch.no_grad()
@@ -93,6 +99,40 @@ def task_ppl(model, tokenizer, ckpt_meta):
             'loss': round(loss, 5), 'ppl': round(math.exp(loss), 4)}
 
 
+def task_preference(model, tokenizer, ckpt_meta):
+    """Preference accuracy and mean margin of the checkpoint against `ref` on <split>_pairs of a pairs set.
+
+    With a reference, rewards are DPO's implicit beta * (log pi - log ref) (a model against itself ties on
+    every pair: accuracy 0.5, margin 0). logp_accuracy is reference-free: how often the model alone gives
+    the chosen response the higher (summed or length-normalized) log-probability."""
+    from train import dpo_loss, dpo_score, load_checkpoint, model_from_checkpoint
+    data_dir = os.path.join(data_root, data)
+    check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
+    recs = datalib.open_pairs(data_dir, split)
+    n = min(len(recs), max_pairs) if max_pairs > 0 else len(recs)
+    recs = [recs[i] for i in range(n)]
+    L = seq_max_len or model.config.block_size + 1
+    pad = datalib.load_meta(data_dir)['pad_id']
+    dev = next(model.parameters()).device
+    logp, count = dpo_score(model, recs, pad, L, batch_size, dev)
+    ref_logp = torch.zeros_like(logp)
+    if ref:
+        rc = load_checkpoint(ref)
+        if rc['tokenizer'] != ckpt_meta['tokenizer']:
+            raise UserError(f"reference '{ref}' uses another tokenizer than the checkpoint; compare models of one data set")
+        ref_model, _ = model_from_checkpoint(rc)
+        ref_logp, _ = dpo_score(ref_model.to(dev), recs, pad, L, batch_size, dev)
+    flat = lambda t: torch.cat([t[:, 0], t[:, 1]])  # chosen rows first, as in training batches
+    loss, ex = dpo_loss(flat(logp), flat(ref_logp), flat(count), beta, length_normalize)
+    own = logp / count if length_normalize else logp
+    logp_acc = ((own[:, 0] > own[:, 1]).float() + 0.5 * (own[:, 0] == own[:, 1]).float()).mean()
+    return {'task': 'preference', 'data': data, 'split': split, 'pairs': n, 'ref': ref or 'none', 'beta': beta,
+            'length_normalize': length_normalize, 'accuracy': round(ex['acc'].item(), 4),
+            'margin': round(ex['margin'].item(), 4), 'reward_chosen': round(ex['reward_chosen'].item(), 4),
+            'reward_rejected': round(ex['reward_rejected'].item(), 4), 'dpo_loss': round(loss.item(), 4),
+            'logp_accuracy': round(logp_acc.item(), 4)}
+
+
 def check_same_tokenizer(data_dir, spec):
     meta = datalib.load_meta(data_dir)
     if meta['tokenizer'] != spec:
@@ -107,7 +147,7 @@ def markdown_table(rows):
     return '\n'.join(lines)
 
 
-TASKS = {'ppl': task_ppl}
+TASKS = {'ppl': task_ppl, 'preference': task_preference}
 
 
 def main():
