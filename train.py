@@ -138,7 +138,7 @@ def check_settings(cfg):
 def open_objective_data(cfg, data_dir, split):
     if cfg['objective'] == 'lm':
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
-    if cfg['objective'] == 'dpo':  # 'ref' (reference log-probs of every pair) is filled by dpo_score_reference
+    if cfg['objective'] == 'dpo':  # d['ref'] (reference log-probs of every pair) is filled by dpo_setup
         meta = datalib.load_meta(data_dir)
         if meta['vocab_size'] > cfg['vocab_size']:
             raise UserError(f"pairs vocabulary {meta['vocab_size']} > vocab_size {cfg['vocab_size']}; use the SFT model's flags")
@@ -581,6 +581,19 @@ def train(cfg, ddp, rank, world, dev, master):
     return run_dir
 
 
+class TrainingDiverged(Exception):
+    pass
+
+
+def peak_flops_of(dev):
+    """bf16 dense peak of the device, for MFU (H100 SXM 989 TFLOP/s; unknown GPUs use A100's 312)."""
+    name = torch.cuda.get_device_name(dev)
+    for key, flops in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12), ('L40', 181e12), ('4090', 165e12)):
+        if key in name:
+            return flops
+    return 312e12
+
+
 # ----------------------------------------------------------------------------- dpo
 # objective='dpo': rows 0..B-1 of a batch are prompt+chosen, rows B..2B-1 prompt+rejected (data.collate_pairs).
 # The frozen reference's log-probs are constants, so they are computed once for every pair before training
@@ -670,19 +683,6 @@ def dpo_setup(cfg, ckpt, model, datasets, tokenizer, dev, autocast, master):
         print(f"dpo reference {path}: scored {sum(len(d['records']) for d in datasets):,} pairs in "
               f"{time.time() - t0:.1f}s", flush=True)
     return os.path.abspath(path)
-
-
-class TrainingDiverged(Exception):
-    pass
-
-
-def peak_flops_of(dev):
-    """bf16 dense peak of the device, for MFU (H100 SXM 989 TFLOP/s; unknown GPUs use A100's 312)."""
-    name = torch.cuda.get_device_name(dev)
-    for key, flops in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12), ('L40', 181e12), ('4090', 165e12)):
-        if key in name:
-            return flops
-    return 312e12
 
 
 if __name__ == '__main__':

@@ -134,6 +134,8 @@ def test_pair_builder_round_trip_and_corruption(tiny_data, tmp_path, corruption)
                 assert tok.decode(rej) in val_text and tok.decode(p + rej) not in val_text
     assert meta['splits']['val']['pairs'] <= 8 and meta['splits']['test']['pairs'] <= 10
     assert not (prompts['train'] & prompts['test']) and not (prompts['val'] & prompts['test'])
+    if corruption != 'shuffle':
+        return
     # same settings again: nothing to do
     r = subprocess.run([sys.executable, 'prepare/pairs.py', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={out}',
                         f'--corruption={corruption}', '--train_pairs=-1', '--val_pairs=8', '--test_pairs=10',
@@ -230,3 +232,28 @@ def test_dpo_bad_settings_are_one_line_errors(sft_and_pairs, tmp_path):
     r = run(dpo_args(tiny_data, str(tmp_path), sft, '--data=tiny', '--max_iters=1'), check=False)
     assert r.returncode == 2 and 'prepare/pairs.py' in r.stderr
     assert not glob.glob(os.path.join(tmp_path, '*', 'ckpt'))
+
+
+def test_dpo_tinystories_end_to_end_on_a_local_file(tmp_path):
+    """The dpo_tinystories problem with a tiny override, on a jsonl file with the hub's field name ('text')."""
+    rng = np.random.default_rng(0)
+    names, things = ['Lily', 'Tom', 'Sue', 'Max'], ['ball', 'cat', 'kite', 'boat']
+    with open(tmp_path / 'stories.jsonl', 'w') as f:
+        for _ in range(160):
+            n, t = rng.choice(names), rng.choice(things)
+            f.write(json.dumps({'text': f"Once upon a time, {n} had a red {t}. {n} loved the {t} very much. "
+                                        f"One day the {t} was lost. {n} looked everywhere and cried. "
+                                        f"Then a friend found the {t}. {n} was happy again."}) + '\n')
+    r = run(['analysis/dpo_pipeline.py', 'config/dpo_tinystories.py',
+             f'--data_root={tmp_path / "data"}', f'--out_dir={tmp_path / "out"}', f'--figure={tmp_path / "f.png"}',
+             f"--prepare=['prepare/tinystories.py', '--build_pairs=False', '--source={tmp_path / 'stories.jsonl'}', "
+             f"'--tokenizer=byte', '--val_fraction=0.5']",
+             "--sft_args=['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=160', '--batch_size=4', "
+             "'--max_iters=4', '--eval_interval=4', '--eval_iters=1', '--sample_tokens=0']",
+             "--pairs_args=['--corruption=shuffle', '--val_pairs=8', '--test_pairs=16']",
+             "--dpo_args=['--max_iters=4', '--eval_interval=2', '--eval_iters=1', '--batch_size=4']"])
+    assert '| DPO | SFT |' in r.stdout and os.path.getsize(tmp_path / 'f.png') > 1000
+    meta = data.load_meta(str(tmp_path / 'data' / 'tinystories'))
+    assert meta['source'].endswith('stories.jsonl') and set(meta['splits']) == {'train', 'val'}
+    pm = data.load_meta(str(tmp_path / 'data' / 'tinystories_pairs_shuffle'))
+    assert pm['splits']['test']['pairs'] == 16 and pm['splits']['train']['pairs'] > 0
