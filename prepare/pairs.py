@@ -36,6 +36,7 @@ out_dir = ''               # '' = <data_root>/<data>_pairs_<corruption>
 corruption = 'shuffle'     # 'shuffle' | 'other' | 'noise' (see above)
 chunk_tokens = 0           # > 0: cut documents into chunks of this many tokens, one pair per chunk (long
                            # documents such as source files); 0: one pair per document (stories)
+max_per_doc = 0            # > 0: at most this many pairs (chunks) per document, so a split spans many documents
 prompt_frac = 0.5          # fraction of a document's (chunk's) tokens that form the prompt
 max_response_tokens = 128  # longer continuations are cut at their end (sequences stay within seq_max_len)
 min_response_tokens = 8    # shorter continuations: the document is skipped
@@ -47,7 +48,7 @@ seed = 1337
 force = False              # rebuild even when out_dir holds pairs made with the same settings
 
 CORRUPTIONS = ('shuffle', 'other', 'noise')
-SETTINGS = ('from_split', 'corruption', 'chunk_tokens', 'prompt_frac', 'max_response_tokens', 'min_response_tokens',
+SETTINGS = ('from_split', 'corruption', 'chunk_tokens', 'max_per_doc', 'prompt_frac', 'max_response_tokens', 'min_response_tokens',
             'noise_frac', 'train_pairs', 'val_pairs', 'test_pairs', 'seed')
 DEFAULTS = {k: globals()[k] for k in SETTINGS}
 
@@ -154,7 +155,7 @@ def build_pairs(lm_dir, pairs_dir, **overrides):
     k = 0
     for split in ('test', 'val', 'train'):
         while k < len(order) and (want[split] < 0 or len(units[split]) < want[split]):
-            u = units_of(docs[order[k]], cfg)
+            u = units_of(docs[order[k]], cfg)[:cfg['max_per_doc'] or None]
             units[split] += [(order[k], p, r) for p, r in u][:None if want[split] < 0 else want[split] - len(units[split])]
             k += 1
     pool = np.concatenate(docs) if docs else np.zeros(0, np.int64)
