@@ -75,6 +75,7 @@ eval_iters = 20
 log_interval = 10
 ckpt_interval = 0            # 0 = at every eval
 log_tensorboard = True
+log_figures = True           # at the end: figures/*.png (loss curves, diagnostic histograms), also into TensorBoard
 wandb_log = False
 wandb_project = 'gptlab'
 sample_tokens = 0            # > 0: print a sample of this many tokens at the end
@@ -90,7 +91,7 @@ DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(gl
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
 # keys that may change between a run and its resumption without making it a different run
 RUNTIME_KEYS = {'init_from', 'device', 'compile', 'log_tensorboard', 'wandb_log', 'sample_tokens', 'sample_prompt',
-                'eval_iters', 'log_interval', 'auto_prepare', 'ddp_timeout_s', 'data_root', 'out_dir', 'max_iters',
+                'eval_iters', 'log_interval', 'auto_prepare', 'log_figures', 'ddp_timeout_s', 'data_root', 'out_dir', 'max_iters',
                 'max_tokens', 'wandb_project', 'stop_after'}
 
 
@@ -528,6 +529,8 @@ def train(cfg, ddp, rank, world, dev, master):
             torch.distributed.barrier()
 
     elapsed = time.time() - t0
+    if master and cfg['log_figures']:
+        write_run_figures(run_dir, raw_model.diagnostics, log.tb)
     log.event('train_end', console=True, step=end_step, tokens=end_step * tokens_per_step,
               val_loss=None if val_loss is None else round(val_loss, 5), seconds=round(elapsed, 1), run_dir=run_dir)
     log.close()
@@ -537,6 +540,38 @@ def train(cfg, ddp, rank, world, dev, master):
         stream_sample(raw_model, tokenizer, cfg['sample_prompt'], cfg['sample_tokens'], temperature=0.8, top_k=50,
                       seed=cfg['seed'], device=dev)
     return run_dir
+
+
+def write_run_figures(run_dir, diagnostics, tb=None):
+    """figures/loss.png (train and eval loss vs tokens) and a histogram per diagnostic of the last batch."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    events = [json.loads(l) for l in open(os.path.join(run_dir, 'metrics.jsonl')) if l.strip()]
+    os.makedirs(os.path.join(run_dir, 'figures'), exist_ok=True)
+    figs = {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, key, style in (('train', 'loss', '-'), ('evaluate', 'val_loss', 'o-')):
+        pts = [(e['tokens'], e[key]) for e in events if e['event'] == name and e.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, label=f'{name} loss')
+    ax.set(xlabel='tokens', ylabel='loss (nats/token)', title=f'loss: {os.path.basename(run_dir)}')
+    ax.legend()
+    ax.grid(alpha=0.3)
+    figs['loss'] = fig
+    for name, t in diagnostics.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist(t.float().flatten().cpu().numpy(), bins=60, color='tab:purple')
+        ax.set(xlabel=name.replace('_', ' '), ylabel='count (positions in the last batch)',
+               title=f'{name} at the end of training')
+        ax.grid(alpha=0.3)
+        figs[f'{name}_hist'] = fig
+    for name, fig in figs.items():
+        fig.tight_layout()
+        fig.savefig(os.path.join(run_dir, 'figures', f'{name}.png'), dpi=110)
+        if tb is not None:
+            tb.add_figure(f'figures/{name}', fig)
+        plt.close(fig)
 
 
 class TrainingDiverged(Exception):
