@@ -10,6 +10,7 @@ ranks equals one process with W times the accumulation.
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,8 @@ dtype = 'auto'               # 'auto' (bf16 on CUDA, else float32) | 'float32' |
 compile = False
 seed = 1337
 ddp_timeout_s = 600          # a failed rank takes the job down instead of hanging forever
+nonfinite = 'stop'           # non-finite loss: 'stop' (keep the last good checkpoint) | 'skip' (drop that step;
+                             # checks every step, one host sync each)
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
@@ -116,7 +119,7 @@ def lr_at(step, cfg, total):
 
 
 def check_settings(cfg):
-    choices = {'objective': ('lm',), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+    choices = {'objective': ('lm',), 'nonfinite': ('stop', 'skip'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
                'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
@@ -441,7 +444,14 @@ def train(cfg, ddp, rank, world, dev, master):
                  'step': step, 'tokens': step * tokens_per_step, 'rng_cpu': torch.get_rng_state()}
         if device_type == 'cuda':
             state['rng_cuda'] = torch.cuda.get_rng_state()
-        save_checkpoint(ckpt_path, state)
+        if not all(torch.isfinite(p).all() for p in raw_model.parameters()):  # never overwrite good weights with NaN
+            raise RunStopped(f"weights became non-finite by step {step}; not saved; last good checkpoint: "
+                             f"{ckpt_path if os.path.exists(ckpt_path) else 'none'}; lower learning_rate")
+        try:
+            save_checkpoint(ckpt_path, state)
+        except OSError as e:
+            raise RunStopped(f"could not write checkpoint {ckpt_path} ({e.strerror or e}); the previous checkpoint is "
+                             f"intact; free disk space and continue with --init_from=resume") from None
 
     @torch.no_grad()
     def evaluate():
@@ -467,10 +477,12 @@ def train(cfg, ddp, rank, world, dev, master):
     b = batch(start_step, 0)
     val_loss = None
     end_step = min(total_steps, cfg['stop_after']) if cfg['stop_after'] > 0 else total_steps
+    stop_signals = catch_stop_signals()
     for step in range(start_step, end_step):
         lr = lr_at(step, cfg, total_steps)
         for g in optimizer.param_groups:
             g['lr'] = lr
+        loss_before = loss_sum.clone() if cfg['nonfinite'] == 'skip' else None
         for micro in range(accum):
             sync = nullcontext() if (not ddp or micro == accum - 1) else model.no_sync()
             with sync:
@@ -482,24 +494,36 @@ def train(cfg, ddp, rank, world, dev, master):
                     b = batch(*nxt)
                 (loss / accum).backward()
             loss_sum += loss.detach()
-        if cfg['grad_clip'] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
-        optimizer.step()
+            step_loss = loss.detach() if micro == 0 else step_loss + loss.detach()
+        skipped = False
+        if cfg['nonfinite'] == 'skip':
+            if ddp:
+                torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.SUM)
+            skipped = not torch.isfinite(step_loss)
+            if skipped:
+                loss_sum.copy_(loss_before)  # the skipped step does not count in the logged mean
+                if master:
+                    print(f"step {step + 1}: non-finite loss, step skipped (nonfinite='skip')", flush=True)
+                log.event('skipped_step', step=step + 1, tokens=(step + 1) * tokens_per_step)
+        if not skipped:
+            if cfg['grad_clip'] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
+            optimizer.step()
+            steps_since_log += 1
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        steps_since_log += 1
         tokens = done * tokens_per_step
 
         is_log = done % cfg['log_interval'] == 0 or done == total_steps
         is_eval = done % cfg['eval_interval'] == 0 or done == total_steps
         is_ckpt = done % ckpt_every == 0 or done == end_step
-        if is_log or is_ckpt:  # the only host syncs: at log and checkpoint steps
+        if (is_log or is_ckpt) and steps_since_log > 0:  # the only host syncs: at log and checkpoint steps
             if ddp:
                 torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
             train_loss = loss_sum.item() / (steps_since_log * accum)
             if not math.isfinite(train_loss):
                 good = ckpt_path if os.path.exists(ckpt_path) else 'none (no checkpoint was written yet)'
-                raise TrainingDiverged(f"non-finite training loss ({train_loss}) between steps {done - steps_since_log} "
+                raise RunStopped(f"non-finite training loss ({train_loss}) between steps {done - steps_since_log} "
                                        f"and {done}; last good checkpoint: {good}; lower learning_rate or raise warmup_iters")
             dt_s = time.time() - t_log
             tok_s = steps_since_log * tokens_per_step / dt_s
@@ -527,6 +551,24 @@ def train(cfg, ddp, rank, world, dev, master):
             checkpoint(done)
         if ddp and (is_ckpt or is_eval):
             torch.distributed.barrier()
+        if ddp and is_log:  # ranks agree on a stop request at log steps (no extra syncs elsewhere)
+            flag = torch.tensor([float(bool(stop_signals))], device=dev)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop_now = flag.item() > 0
+        else:
+            stop_now = bool(stop_signals) and not ddp
+        if stop_now and done < end_step:
+            if not is_ckpt:
+                checkpoint(done)
+            if ddp:
+                torch.distributed.barrier()
+            name = stop_signals[0] if stop_signals else 'a stop signal on another rank'
+            log.event('preempted', console=master, step=done, tokens=tokens, signal=name, checkpoint=ckpt_path)
+            if master:
+                print(f"received {name} at step {done}: checkpoint written to {ckpt_path}; "
+                      f"continue with --init_from=resume", flush=True)
+            log.close()
+            return run_dir
 
     elapsed = time.time() - t0
     if master and cfg['log_figures']:
@@ -574,8 +616,21 @@ def write_run_figures(run_dir, diagnostics, tb=None):
         plt.close(fig)
 
 
-class TrainingDiverged(Exception):
-    pass
+class RunStopped(Exception):
+    """The run cannot go on (divergence, a failed checkpoint write): one line, exit code 1, good checkpoint kept."""
+
+
+def catch_stop_signals():
+    """SIGTERM/SIGINT (preemption, Ctrl-C) set a flag; the loop then checkpoints and exits 0.
+    A second signal acts as usual (kills)."""
+    got = []
+
+    def handler(signum, frame):
+        got.append(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    return got
 
 
 def peak_flops_of(dev):
@@ -590,6 +645,6 @@ def peak_flops_of(dev):
 if __name__ == '__main__':
     try:
         configurator.run_main(main)
-    except TrainingDiverged as e:
+    except RunStopped as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
