@@ -366,6 +366,8 @@ def train(cfg, ddp, rank, world, dev, master):
         cfg['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # padded: faster matmuls
     train_data = open_objective_data(cfg, data_dir, 'train')
     val_data = open_objective_data(cfg, data_dir, 'val')
+    objective_batch(cfg, train_data, 0)  # too-short splits fail here, before anything is written
+    next(iter(objective_eval_batches(cfg, val_data)))
 
     # --- batch geometry
     tokens_per_micro = cfg['batch_size'] * cfg['block_size']
