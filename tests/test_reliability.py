@@ -160,3 +160,22 @@ def test_kill_9_during_prepare_then_rerun_gives_same_shards(tmp_path):
     assert subprocess.run(base + [f'--out_dir={tmp_path}/a'], cwd=ROOT, capture_output=True).returncode == 0
     da, db = shard_digest(tmp_path / 'a'), shard_digest(tmp_path / 'b')
     assert da == db and len(da) >= 2
+
+
+def test_ddp_rank_killed_takes_the_job_down(tiny_data, tmp_path):
+    """kill -9 of one DDP worker: torchrun ends the job (non-zero exit) instead of hanging."""
+    launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    args = cmd(tiny_data, tmp_path, ['--max_iters=100000', '--eval_interval=1000', '--ddp_timeout_s=30'])[1:]
+    p = subprocess.Popen(launcher + args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while last_step(tmp_path) < 3 and time.time() - t0 < 120:
+        time.sleep(0.1)
+    workers = subprocess.run(['pgrep', '-P', str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[1]), signal.SIGKILL)
+    try:
+        out, _ = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode != 0
+    assert 'FAILED' in out or 'failed' in out.lower()
