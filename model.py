@@ -239,25 +239,14 @@ class Block(nn.Module):
 # both. Source padding: ids < 0 in src (like -100 in targets), masked as keys everywhere.
 # Recording: rec['enc{i}.attn'] (B, H, S, S), rec['layer{i}.cross'] (B, H, T, S).
 
-class EncDecAttention(nn.Module):
+class EncDecAttention(CausalSelfAttention):
     """Attention without a causal mask: encoder self-attention (keys from x) or cross-attention
-    (keys from the encoder output `mem`). The parameters are CausalSelfAttention's (c_attn, c_proj,
-    q_norm, k_norm), so a decoder-only block can initialize an encoder block."""
+    (keys from the encoder output `mem`). CausalSelfAttention's parameters (c_attn, c_proj, q_norm,
+    k_norm) and a forward of its own, so a decoder-only block can initialize an encoder block."""
 
     def __init__(self, config, name):
-        super().__init__()
-        self.n_head, self.n_embd = config.n_head, config.n_embd
-        self.head_dim = config.n_embd // config.n_head
-        self.name = name
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.c_proj.residual = True
-        self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
-        self.qk_norm = config.qk_norm
-        if config.qk_norm:
-            self.q_norm, self.k_norm = RMSNorm(self.head_dim), RMSNorm(self.head_dim)
-        self.rec = None
+        super().__init__(config, 0)
+        self.name = name  # the recording key: 'enc{i}.attn' or 'layer{i}.cross'
 
     def heads(self, t):
         return t.view(t.size(0), t.size(1), self.n_head, self.head_dim).transpose(1, 2)

@@ -47,7 +47,8 @@ def record_maps(model, src, x):
 
 
 def draw(ax, m, ylabels, xlabels, name):
-    ax.imshow(m, cmap='viridis', aspect='auto', vmin=0)
+    im = ax.imshow(m, cmap='viridis', aspect='auto', vmin=0)
+    ax.figure.colorbar(im, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=5)
     fs = 5 if max(len(xlabels), len(ylabels)) > 30 else 6
     ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=fs)
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=fs)

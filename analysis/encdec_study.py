@@ -208,10 +208,10 @@ def curve(run_dir, key='val_loss'):
 
 # ----------------------------------------------------------------------------- speed and memory
 
-def run_setup(run_dir):
-    """(cfg, model, training data) of a run, from its config.json."""
+def run_setup(run_dir, **override):
+    """(cfg, model, training data) of a run, from its config.json (model flags may be overridden)."""
     with open(os.path.join(run_dir, 'config.json')) as f:
-        cfg = json.load(f)
+        cfg = {**json.load(f), **override}
     model = GPT(GPTConfig(**{k: cfg[k] for k in trainlib.MODEL_KEYS}))
     d = trainlib.open_objective_data(cfg, os.path.join(cfg['data_root'], cfg['data']), 'train')
     return cfg, model, d
@@ -247,7 +247,7 @@ def bench(run_dirs):
     """Interleaved timing of full training steps (forward, backward, AdamW) on the same machine
     state, plus memory = 16 bytes/parameter (fp32 weights, grads, Adam m and v) + saved activations."""
     torch.set_num_threads(threads)
-    setups = {k: run_setup(v) for k, v in run_dirs.items()}
+    setups = {k: run_setup(v[0], **v[1]) if isinstance(v, tuple) else run_setup(v) for k, v in run_dirs.items()}
     stats = {k: {'read': 0, 'sup': 0, 'sec': [], 'act': []} for k in setups}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (c, m, d) in setups.items()}
     for rnd in range(bench_rounds):
@@ -384,7 +384,11 @@ def main():
           for k, rd in runs.items()}
     ev_scale = {s: (ev['samsum_encdec'] if s == 'tiny' else evaluate(rd, ss, 0)) for s, rd in scale_runs.items()}
     print("== speed and memory (interleaved)", flush=True)
-    b = bench({k: runs[k] for k in MAIN})
+    # + an untrained encoder-decoder as deep as the decoder-only (5+5 layers): the predictions'
+    # speed/memory setting (same depth per stack) next to this study's matched parameters
+    deep = {'n_layer': 5, 'n_encoder_layer': 5}
+    b = bench({**{k: runs[k] for k in MAIN}, 'textbooks_encdec_5+5': (runs['textbooks_encdec'], deep),
+               'samsum_encdec_5+5': (runs['samsum_encdec'], deep)})
 
     # ---- figures
     os.makedirs(figures_dir, exist_ok=True)
@@ -433,12 +437,19 @@ def main():
         r['ppl_doc'] = e['target_ppl'] / d['document_ppl'] if 'document_ppl' in d else None
         ratios[task] = r
         L.append(f"| {task} | {r['ppl']:.2f} | {fmt(r['ppl_doc'])} | {r['slower']:.2f} | {r['memory']:.2f} | {r['params']:.2f} |")
+        bx = b[f'{task}_encdec_5+5']
+        r['slower_5+5'], r['memory_5+5'] = bd['tok_s'] / bx['tok_s'], bx['mem_mb'] / bd['mem_mb']
+        L.append(f"| {task}, enc-dec 5+5 layers (bench only, untrained) | | | {r['slower_5+5']:.2f} | {r['memory_5+5']:.2f} | "
+                 f"{bx['params'] / bd['params']:.2f} |")
     r = ratios['textbooks']
-    L += ['', '| prediction (raw text) | predicted | measured (textbooks) | verdict |', '|---|---|---|---|']
+    L += ['', '| prediction (raw text) | predicted | measured (textbooks, matched params 2+2 vs 5) | verdict | measured (enc-dec 5+5 vs 5, same depth) | verdict |',
+          '|---|---|---|---|---|---|']
     for key, label in (('ppl', 'perplexity worse (target ppl ratio)'), ('slower', 'training slower (tokens/s ratio)'),
                        ('memory', 'memory higher (peak training memory ratio)')):
         lo, hi = PREDICTIONS[key]
-        L.append(f"| {label} | {lo}-{hi}x | {r[key]:.2f}x | {verdict(r[key], lo, hi)} |")
+        deep_r = r.get(f'{key}_5+5')
+        L.append(f"| {label} | {lo}-{hi}x | {r[key]:.2f}x | {verdict(r[key], lo, hi)} | "
+                 + (f"{deep_r:.2f}x | {verdict(deep_r, lo, hi)} |" if deep_r else "not trained | |"))
     L += ['', 'Scaling (SAMSum encoder-decoder, val summary perplexity):', '', '| scale | d_model | layers (enc+dec) | heads | params | steps | target ppl |',
           '|---|---|---|---|---|---|---|']
     for s, (d, nl, h) in SCALE_DIMS.items():
