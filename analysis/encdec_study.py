@@ -368,7 +368,7 @@ def main():
     os.chdir(ROOT)
     torch.manual_seed(seed)
     tb, tb_note = ensure_data(textbooks_data, 'tiny_textbooks_standin', 'tiny_textbooks', standin_textbooks,
-                              ['--min_doc_tokens=32', '--max_doc_tokens=126'])
+                              ['--min_doc_tokens=32', '--max_doc_tokens=126', '--val_fraction=0.05'])
     ss, ss_note = ensure_data(samsum_data, 'samsum_standin', 'samsum', standin_samsum, [])
     data_of = {'textbooks': tb, 'samsum': ss}
     runs = {p: train_run(p, data_of[p.split('_')[0]]) for p in MAIN}
@@ -416,13 +416,13 @@ def main():
          f"Every run: {max_iters} steps of 16 sequences/records, block 128, d_model 128, 4 heads, rope/rmsnorm/swiglu; "
          f"encoder-decoder 2+2 layers vs decoder-only 5 layers. torch threads: {threads}. Perplexity on "
          f"{eval_records} val records: target = the second half / the summary (+ end token), scored identically for "
-         f"both architectures; document = every token of the document (decoder-only LM).", '',
-         '| problem | form | params | target ppl | document ppl | ROUGE-1/2/L | train tokens/s | peak train memory (MB) | supervised-token fraction |',
-         '|---|---|---|---|---|---|---|---|---|']
+         f"both architectures (fewer when the split is smaller: column 'records'); document = every token of the document (decoder-only LM).", '',
+         '| problem | form | records | params | target ppl | document ppl | ROUGE-1/2/L | train tokens/s | peak train memory (MB) | supervised-token fraction |',
+         '|---|---|---|---|---|---|---|---|---|---|']
     for k in MAIN + (['samsum_encdec_transfer'] if transfer else []):
         e, bb = ev[k], b.get(k, b.get('samsum_encdec'))
         rouge = f"{e['rouge1']}/{e['rouge2']}/{e['rougeL']}" if 'rouge1' in e else ''
-        L.append(f"| {k} | {e['form']} | {fmt(bb['params'])} | {fmt(e['target_ppl'])} | {fmt(e.get('document_ppl'))} | "
+        L.append(f"| {k} | {e['form']} | {e['records']} | {fmt(bb['params'])} | {fmt(e['target_ppl'])} | {fmt(e.get('document_ppl'))} | "
                  f"{rouge} | {fmt(bb['tok_s'], 0) if k in b else '(as samsum_encdec)'} | "
                  f"{fmt(bb['mem_mb'], 1) if k in b else ''} | {fmt(bb['sup_frac']) if k in b else ''} |")
     L += ['', 'Ratios, encoder-decoder / decoder-only, next to the predictions for raw text:', '',
