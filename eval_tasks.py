@@ -2,7 +2,8 @@
 
     python eval_tasks.py ppl --ckpt=out/quickstart_s1337 --data=stdlib --split=val --stride=64
 
-Tasks: ppl (sliding-window perplexity). Each task is one function `task_<name>(model, tokenizer)`
+Tasks: ppl (sliding-window perplexity), seq2seq (target perplexity for encoder-decoder and
+decoder-only alike, ROUGE of generated summaries, decoded samples). Each task is one function `task_<name>(model, tokenizer)`
 reading the settings below; results print as a markdown table and are written as JSON to `out`.
 """
 import json
@@ -101,13 +102,98 @@ def check_same_tokenizer(data_dir, spec):
 
 
 def markdown_table(rows):
-    keys = list(rows[0])
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))]  # samples etc. stay in the JSON
     lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
     lines += ['| ' + ' | '.join(str(r.get(k, '')) for k in keys) + ' |' for r in rows]
     return '\n'.join(lines)
 
 
-TASKS = {'ppl': task_ppl}
+# ----------------------------------------------------------------------------- seq2seq (n_encoder_layer study)
+# Perplexity on held-out targets, scored identically for both architectures: the tokens of each
+# target plus its <|endoftext|>, given the source (through the encoder, or as context before
+# [SEP]; a model trained on raw text continues the source with no [SEP]). Decoder-only models
+# trained on raw text also get whole-document perplexity. Greedy generation -> ROUGE-1/2/L.
+max_records = 0      # seq2seq: score at most this many records of `split` (0 = all)
+generate = 0         # seq2seq: generate for the first N records and score ROUGE-1/2/L against the targets
+max_new_tokens = 64  # seq2seq: generation length limit (stops at <|endoftext|>)
+num_samples = 3      # seq2seq: decoded samples kept in the results
+form = 'auto'        # seq2seq: 'auto' (encdec; concat if trained with objective=seq2seq; else lm) | 'encdec' | 'concat' | 'lm'
+
+
+def seq2seq_form_of(model, ckpt_meta):
+    if form != 'auto':
+        if form not in datalib.SEQ2SEQ_FORMS:
+            raise UserError(f"unknown form '{form}'; valid: auto, {', '.join(datalib.SEQ2SEQ_FORMS)}")
+        return form
+    if model.config.n_encoder_layer:
+        return 'encdec'
+    return 'concat' if ckpt_meta.get('config', {}).get('objective') == 'seq2seq' else 'lm'
+
+
+@torch.no_grad()
+def seq2seq_nll(model, recs, f, n_records, batch, device, score_source=False):
+    """Sum of -log p and the number of scored tokens over the first n_records records."""
+    model.eval()
+    nll, count = 0.0, 0
+    for b in datalib.iter_seq2seq_eval_batches(recs, f, model.config.block_size, batch, math.ceil(n_records / batch),
+                                               score_source):
+        b = {k: v.to(device) for k, v in b.items()}
+        logits, _ = model(b['x'], src=b.get('src'))
+        nll += torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), b['y'], ignore_index=-100,
+                                                 reduction='sum').item()
+        count += int((b['y'] != -100).sum())
+    return nll, count
+
+
+@torch.no_grad()
+def seq2seq_generate(model, src, f, ids, n_new, device):
+    """Greedy continuation for one source (the target's start token, or src [SEP]) up to <|endoftext|>."""
+    bs = model.config.block_size
+    src = [int(t) for t in src]
+    if f == 'encdec':
+        x, s = [ids['sep']], torch.tensor([src[-bs:]], device=device)
+    else:
+        x, s = ([ids['eot']] + src if f == 'lm' else src + [ids['sep']])[-bs:], None
+    out = model.generate(torch.tensor([x], device=device), n_new, temperature=0, src=s)[0, len(x):].tolist()
+    return out[:out.index(ids['eot'])] if ids['eot'] in out else out
+
+
+def rouge_f1(preds, refs):
+    """Mean ROUGE-1/2/L F1 (x100) from the maintained rouge-score package (Google's, stemming on)."""
+    from rouge_score import rouge_scorer
+    sc = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+    scores = [sc.score(r, p) for p, r in zip(preds, refs)]
+    return {k: round(100 * sum(s[k].fmeasure for s in scores) / max(len(scores), 1), 2)
+            for k in ('rouge1', 'rouge2', 'rougeL')}
+
+
+def task_seq2seq(model, tokenizer, ckpt_meta):
+    data_dir = os.path.join(data_root, data)
+    check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
+    recs = datalib.open_seq2seq(data_dir, split, model.config.vocab_size)
+    f = seq2seq_form_of(model, ckpt_meta)
+    if model.config.n_encoder_layer and f != 'encdec':
+        raise UserError(f"form='{f}' needs a decoder-only checkpoint; this one has n_encoder_layer={model.config.n_encoder_layer}")
+    dev = next(model.parameters()).device
+    n = min(len(recs), max_records or len(recs))
+    nll, count = seq2seq_nll(model, recs, f, n, batch_size, dev)
+    res = {'task': 'seq2seq', 'data': data, 'split': split, 'form': f, 'records': n, 'target_tokens': count,
+           'target_loss': round(nll / count, 5), 'target_ppl': round(math.exp(nll / count), 4)}
+    if f == 'lm':  # raw-text model: every token of the document (source, target, end) scored too
+        dn, dc = seq2seq_nll(model, recs, f, n, batch_size, dev, score_source=True)
+        res.update(document_tokens=dc, document_ppl=round(math.exp(dn / dc), 4))
+    k = min(max(generate, num_samples), n)
+    preds = [seq2seq_generate(model, recs[i]['src'], f, recs.ids, max_new_tokens, dev) for i in range(k)]
+    if generate > 0:
+        res.update(rouge_f1([tokenizer.decode(p) for p in preds[:generate]],
+                            [tokenizer.decode(recs[i]['tgt']) for i in range(min(generate, n))]))
+        res['generated'] = min(generate, n)
+    res['samples'] = [{'source': tokenizer.decode(recs[i]['src']), 'reference': tokenizer.decode(recs[i]['tgt']),
+                       'generated': tokenizer.decode(preds[i])} for i in range(min(num_samples, k))]
+    return res
+
+
+TASKS = {'ppl': task_ppl, 'seq2seq': task_seq2seq}
 
 
 def main():

@@ -4,8 +4,9 @@ Nothing here knows about data or training. A variant is one flag plus one small 
 it; search for the flag to find every line of it.
 
     model(idx, targets=None, src=None) -> (logits, loss)      targets use -100 for "no loss"
-    model.generate(idx, max_new_tokens, temperature, top_k)    cached (KV cache)
+    model.generate(idx, max_new_tokens, temperature, top_k, src=None)   cached (KV cache)
     with model.record() as rec: model(idx)                     rec['layer0.attn'] = (B, H, T, T) weights
+    encoder-decoder (n_encoder_layer > 0): model(idx, targets, src=src), src padded with ids < 0
 """
 import contextlib
 import math
@@ -51,9 +52,16 @@ class GPTConfig:
                              f"pick n_head among {[h for h in range(1, 65) if self.n_embd % h == 0][-6:]}")
         if self.pos_emb == 'rope' and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
-        for flag, on in (('attn', self.attn != 'softmax'), ('ngpt', self.ngpt), ('n_encoder_layer', self.n_encoder_layer > 0)):
+        for flag, on in (('attn', self.attn != 'softmax'), ('ngpt', self.ngpt)):
             if on:
                 raise ValueError(f"{flag}={getattr(self, flag)!r} is not implemented yet in this version of model.py")
+        if self.n_encoder_layer > 0:  # n_encoder_layer: the variants the encoder-decoder supports
+            for flag, on in (('attn', self.attn != 'softmax'), ('ngpt', self.ngpt), ('diff_input', self.diff_input)):
+                if on:
+                    raise ValueError(f"n_encoder_layer={self.n_encoder_layer} does not support {flag}={getattr(self, flag)!r}; "
+                                     f"use the default {flag} or n_encoder_layer=0")
+        if self.n_encoder_layer < 0:
+            raise ValueError(f"n_encoder_layer must be >= 0 (0 = decoder-only), got {self.n_encoder_layer}")
 
     @classmethod
     def from_dict(cls, d):
@@ -224,6 +232,129 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+# ----------------------------------------------------------------------------- n_encoder_layer
+# Encoder-decoder (n_encoder_layer > 0): n_encoder_layer bidirectional blocks read `src`; every
+# decoder block (self.h) gets cross-attention to the encoder output between its self-attention
+# and its MLP. One token embedding (and wpe) for both stacks; pos_emb/norm/mlp/qk_norm apply to
+# both. Source padding: ids < 0 in src (like -100 in targets), masked as keys everywhere.
+# Recording: rec['enc{i}.attn'] (B, H, S, S), rec['layer{i}.cross'] (B, H, T, S).
+
+class EncDecAttention(CausalSelfAttention):
+    """Attention without a causal mask: encoder self-attention (keys from x) or cross-attention
+    (keys from the encoder output `mem`). CausalSelfAttention's parameters (c_attn, c_proj, q_norm,
+    k_norm) and a forward of its own, so a decoder-only block can initialize an encoder block."""
+
+    def __init__(self, config, name):
+        super().__init__(config, 0)
+        self.name = name  # the recording key: 'enc{i}.attn' or 'layer{i}.cross'
+
+    def heads(self, t):
+        return t.view(t.size(0), t.size(1), self.n_head, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, mem=None, mask=None, rope=None, cache=None):
+        B, T, C = x.shape
+        w, b = self.c_attn.weight, self.c_attn.bias
+        q = self.heads(F.linear(x, w[:C], None if b is None else b[:C]))
+        if cache is not None and 'xk' in cache:  # cross-attention keys/values are computed once per source
+            k, v = cache['xk'], cache['xv']
+        else:
+            k, v = (self.heads(t) for t in F.linear(x if mem is None else mem, w[C:], None if b is None else b[C:]).split(C, dim=2))
+            if self.qk_norm:
+                k = self.k_norm(k)
+            if rope is not None:  # encoder self-attention only: source and target positions are unrelated
+                k = apply_rope(k, *rope)
+            if cache is not None:
+                cache['xk'], cache['xv'] = k, v
+        if self.qk_norm:
+            q = self.q_norm(q)
+        if rope is not None:
+            q = apply_rope(q, *rope)
+        keep = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S): False = source padding
+        if self.rec is not None:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            if keep is not None:
+                att = att.masked_fill(~keep, float('-inf'))
+            att = att.softmax(dim=-1)
+            self.rec[self.name] = att.detach()
+            y = att @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class EncoderBlock(nn.Module):
+    """A Block whose attention sees the whole source (same parameter names as Block)."""
+
+    def __init__(self, config, i):
+        super().__init__()
+        self.ln_1 = make_norm(config, config.n_embd)
+        self.attn = EncDecAttention(config, f'enc{i}.attn')
+        self.ln_2 = make_norm(config, config.n_embd)
+        self.mlp = MLP(config, i)
+        self.mlp.name = f'enc{i}'  # rec['enc{i}.mlp']
+
+    def forward(self, x, mask, rope=None):
+        x = x + self.attn(self.ln_1(x), mask=mask, rope=rope)
+        return x + self.mlp(self.ln_2(x))
+
+
+class DecoderBlock(Block):
+    """Block + cross-attention to the encoder output (ln_x, cross) between self-attention and MLP."""
+
+    def __init__(self, config, i):
+        super().__init__(config, i)
+        self.ln_x = make_norm(config, config.n_embd)
+        self.cross = EncDecAttention(config, f'layer{i}.cross')
+
+    def forward(self, x, rope=None, cache=None, mem=None, mem_mask=None):
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        x = x + self.cross(self.ln_x(x), mem, mem_mask, cache=cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+def build_encoder_decoder(model, config):
+    """Adds the encoder stack (enc, ln_enc) and swaps the decoder blocks for DecoderBlocks."""
+    model.enc = nn.ModuleList([EncoderBlock(config, i) for i in range(config.n_encoder_layer)])
+    model.ln_enc = make_norm(config, config.n_embd)
+    model.h = nn.ModuleList([DecoderBlock(config, i) for i in range(config.n_layer)])
+
+
+def encode_source(model, src, caches=None):
+    """{'mem': encoder output (B, S, C), 'mem_mask': (B, S) False at padding}; cached in caches[0]
+    so generation runs the encoder once per source."""
+    if not model.config.n_encoder_layer:
+        raise ValueError("src given but this is a decoder-only model (n_encoder_layer=0)")
+    if caches and 'mem' in caches[0]:
+        return {'mem': caches[0]['mem'], 'mem_mask': caches[0]['mem_mask']}
+    if src is None:
+        raise ValueError(f"this encoder-decoder model (n_encoder_layer={model.config.n_encoder_layer}) needs src=")
+    mask = src >= 0
+    x, _ = model.embed(src.clamp(min=0), 0)
+    rope = model.rope_tables(0, src.size(1), src.device)
+    for block in model.enc:
+        x = block(x, mask, rope)
+    out = {'mem': model.ln_enc(x), 'mem_mask': mask}
+    if caches:
+        caches[0].update(out)
+    return out
+
+
+def encdec_state_from_decoder_only(state, config):
+    """Transfer: entries that initialize an encoder-decoder from a decoder-only state dict.
+    Encoder block i starts as decoder block i (mod the decoder-only depth), ln_enc as ln_f; the
+    decoder blocks, embeddings and head load by name, and cross-attention (ln_x, cross) stays new."""
+    n_dec = len({k.split('.')[1] for k in state if k.startswith('h.')})
+    if n_dec == 0:
+        raise ValueError("the checkpoint has no decoder blocks (h.*) to initialize the encoder from")
+    out = {}
+    for i in range(config.n_encoder_layer):
+        prefix = f'h.{i % n_dec}.'
+        out.update({f'enc.{i}.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    out.update({'ln_enc.' + k[len('ln_f.'):]: v for k, v in state.items() if k.startswith('ln_f.')})
+    return out
+
+
 # ----------------------------------------------------------------------------- GPT
 
 class GPT(nn.Module):
@@ -244,6 +375,8 @@ class GPT(nn.Module):
             self.diff_start = nn.Parameter(torch.zeros(config.n_embd))
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        if config.n_encoder_layer:
+            build_encoder_decoder(self, config)
         self.ln_f = make_norm(config, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -294,13 +427,12 @@ class GPT(nn.Module):
 
     def hidden(self, idx, start_pos=0, caches=None, src=None):
         """Final hidden states (B, T, C) before the LM head."""
-        if src is not None:
-            raise ValueError("src given but this is a decoder-only model (n_encoder_layer=0)")
+        enc = encode_source(self, src, caches) if (src is not None or self.config.n_encoder_layer) else {}
         prev_emb = caches[0].get('prev_emb') if caches else None
         x, e = self.embed(idx, start_pos, prev_emb)
         rope = self.rope_tables(start_pos, idx.size(1), idx.device)
         for i, block in enumerate(self.h):
-            x = block(x, rope, caches[i] if caches else None)
+            x = block(x, rope, caches[i] if caches else None, **enc)
         x = self.ln_f(x)
         if self.config.diff_input:
             x = x + e

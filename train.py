@@ -22,7 +22,7 @@ import torch
 import configurator
 from configurator import UserError
 import data as datalib
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, encdec_state_from_decoder_only
 
 # ----------------------------------------------------------------------------- settings
 # I/O and runs
@@ -32,7 +32,7 @@ init_from = 'scratch'        # 'scratch' | 'resume' | path to a checkpoint (.pt)
 data = 'stdlib'              # data set under data_root (prepared by prepare/<name>.py)
 data_root = 'data'
 auto_prepare = False         # run prepare/<data>.py first when the data set is missing
-objective = 'lm'             # 'lm' (later issues: 'seq2seq', 'dpo')
+objective = 'lm'             # 'lm' | 'seq2seq' (source/target records; form follows n_encoder_layer) (later: 'dpo')
 # model (GPTConfig flags; vocab_size 0 = the data's vocabulary padded to a multiple of 64)
 vocab_size = 0
 block_size = 256
@@ -119,7 +119,8 @@ def lr_at(step, cfg, total):
 
 
 def check_settings(cfg):
-    choices = {'objective': ('lm',), 'nonfinite': ('stop', 'skip'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+    choices = {'objective': ('lm', 'seq2seq'),
+               'nonfinite': ('stop', 'skip'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
                'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
@@ -136,6 +137,8 @@ def check_settings(cfg):
 def open_objective_data(cfg, data_dir, split):
     if cfg['objective'] == 'lm':
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
+    if cfg['objective'] == 'seq2seq':
+        return datalib.open_seq2seq(data_dir, split, cfg['vocab_size'])
 
 
 def objective_batch(cfg, d, index):
@@ -143,6 +146,8 @@ def objective_batch(cfg, d, index):
     if cfg['objective'] == 'lm':
         x, y = datalib.get_lm_batch(d, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
         return {'x': x, 'y': y}
+    if cfg['objective'] == 'seq2seq':
+        return datalib.get_seq2seq_batch(d, seq2seq_form(cfg), cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
 
 
 def objective_eval_batches(cfg, d):
@@ -150,12 +155,22 @@ def objective_eval_batches(cfg, d):
     if cfg['objective'] == 'lm':
         for x, y in datalib.iter_eval_batches(d, cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
             yield {'x': x, 'y': y}
+    if cfg['objective'] == 'seq2seq':
+        yield from datalib.iter_seq2seq_eval_batches(d, seq2seq_form(cfg), cfg['block_size'], cfg['batch_size'],
+                                                     cfg['eval_iters'])
 
 
 def objective_loss(model, b, cfg):
     """Scalar loss of one micro batch."""
     if cfg['objective'] == 'lm':
         return model(b['x'], b['y'])[1]
+    if cfg['objective'] == 'seq2seq':  # the loader put -100 on every non-target position
+        return model(b['x'], b['y'], src=b.get('src'))[1]
+
+
+def seq2seq_form(cfg):
+    """seq2seq: the encoder reads the source (n_encoder_layer > 0), else `src [SEP] tgt` in one sequence."""
+    return 'encdec' if cfg['n_encoder_layer'] > 0 else 'concat'
 
 
 def to_device(b, dev, device_type):
@@ -402,7 +417,15 @@ def train(cfg, ddp, rank, world, dev, master):
     tokenizer = datalib.get_tokenizer(meta['tokenizer'])
     if cfg['init_from'] not in ('scratch', 'resume'):
         src = load_checkpoint(cfg['init_from'])
-        loaded, skipped, fresh = load_matching(model, src['model'])
+        state = src['model']
+        if cfg['n_encoder_layer'] and not any(k.startswith('enc.') for k in state):
+            # n_encoder_layer: decoder-only -> encoder-decoder; encoder blocks start as the decoder's blocks
+            state = {**state, **encdec_state_from_decoder_only(state, model.config)}
+            if master:
+                n_dec = len({k.split('.')[1] for k in src['model'] if k.startswith('h.')})
+                print(f"init_from {cfg['init_from']}: encoder initialized from decoder-only blocks: "
+                      + ', '.join(f'enc.{i} <- h.{i % n_dec}' for i in range(cfg['n_encoder_layer'])) + ', ln_enc <- ln_f')
+        loaded, skipped, fresh = load_matching(model, state)
         if master:
             print(f"init_from {cfg['init_from']}: loaded {len(loaded)} tensors; not in this model: {skipped or 'none'}; "
                   f"newly initialized: {fresh or 'none'}")
