@@ -42,10 +42,12 @@ GPT2_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 
 def _need_transformers():
     try:
-        import transformers  # noqa: F401
+        import transformers
         import safetensors  # noqa: F401
     except ImportError:
         raise UserError("Hugging Face interop needs transformers and safetensors: pip install -r requirements.txt")
+    transformers.utils.logging.disable_progress_bar()  # our own lines say what was loaded and written
+    transformers.utils.logging.set_verbosity_error()
 
 
 def hf_arch(mc):
@@ -391,9 +393,15 @@ def load_hf(source):
     mc = config_from_hf(hf_model.config)
     spec = None
     meta_path = os.path.join(name, 'gptlab.json')
+    hf_sd = hf_model.state_dict()
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
-            spec = json.load(f)['tokenizer']
+            saved = json.load(f)
+        spec = saved['tokenizer']
+        # a GPT-2 layout exported with bias=False carries zero biases: come back without them
+        if (mc['pos_emb'] == 'learned' and saved['model_config'].get('bias') is False
+                and all(not t.any() for k, t in hf_sd.items() if k.endswith('.bias'))):
+            mc['bias'] = False
     elif mc['pos_emb'] == 'learned' and mc['vocab_size'] == 50257:
         spec = {'kind': 'gpt2'}  # the published GPT-2 vocabulary
     else:
@@ -401,7 +409,7 @@ def load_hf(source):
                         f"and GPT-2 (vocab 50257) can be imported")
     from model import GPTConfig
     full = GPTConfig(**mc).to_dict()
-    sd = from_hf_state(full, hf_model.state_dict())
+    sd = from_hf_state(full, hf_sd)
     act = getattr(hf_model.config, 'activation_function', 'gelu')
     if act != 'gelu':
         print(f"note: {name} uses activation {act!r} (tanh approximation); this model.py runs exact gelu, "

@@ -579,9 +579,9 @@ def hf_weights(cfg, meta):
     from export_hf import load_hf
     mc, sd, spec = load_hf(cfg['init_from'])
     if spec != meta['tokenizer']:
-        raise UserError(f"init_from='{cfg['init_from']}' uses tokenizer {spec.get('kind')!r} {spec.get('name', '')}, "
-                        f"but data '{cfg['data']}' was tokenized with {meta['tokenizer'].get('kind')!r} "
-                        f"{meta['tokenizer'].get('name', '')}; prepare the data with the same tokenizer")
+        name = lambda s: s.get('name', s.get('kind'))
+        raise UserError(f"init_from='{cfg['init_from']}' uses tokenizer '{name(spec)}' but data '{cfg['data']}' was "
+                        f"tokenized with '{name(meta['tokenizer'])}'; prepare the data with the same tokenizer")
     cfg.update({k: v for k, v in mc.items() if k != 'dropout'})
     return sd
 
