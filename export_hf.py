@@ -325,7 +325,9 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
     """Write the transformers folder for a checkpoint; returns the max logit difference."""
     _need_transformers()
     from transformers import AutoModelForCausalLM
-    from train import load_checkpoint, model_from_checkpoint
+    from train import load_checkpoint
+    from model import GPT, GPTConfig
+    import data as datalib
     c = load_checkpoint(ckpt_path)
     mc = c['model_config']
     arch = hf_arch(mc)  # refuse before anything is written
@@ -333,7 +335,17 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
         raise UserError("no output folder given; pass --out=DIR")
     if os.path.exists(out_dir) and not force_:
         raise UserError(f"'{out_dir}' already exists; pass --force=True to replace it or choose another --out")
-    model, tok = model_from_checkpoint(c)
+    model = GPT(GPTConfig.from_dict(mc))
+    model.load_state_dict(c['model'])
+    try:
+        tok = datalib.get_tokenizer(c['tokenizer'])
+    except datalib.DataError as e:
+        if c['tokenizer'].get('kind') != 'gpt2':
+            raise
+        # offline without tiktoken's gpt2 files: the weights still go out, the tokenizer files do not
+        print(f"notice: no tokenizer files written ({e}); add them with "
+              f"AutoTokenizer.from_pretrained('gpt2').save_pretrained(DIR) where the hub is reachable")
+        tok = _Gpt2Ids()
     model.float()
     config = hf_config(mc, tok)
     tmp = os.path.normpath(out_dir) + '.tmp'
@@ -349,7 +361,8 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
         g.bos_token_id, g.eos_token_id, g.pad_token_id = tok.eot_id, tok.eot_id, tok.pad_id
         g.do_sample, g.temperature, g.top_k, g.max_length = True, 0.8, 200, mc['block_size']
         hf_model.save_pretrained(tmp)  # config.json, model.safetensors, generation_config.json
-        save_tokenizer(tok, tmp)
+        if not isinstance(tok, _Gpt2Ids):
+            save_tokenizer(tok, tmp)
         with open(os.path.join(tmp, 'gptlab.json'), 'w') as f:
             json.dump({'model_config': mc, 'tokenizer': tok.spec, 'source': os.path.abspath(ckpt_path),
                        'step': c.get('step'), 'architecture': type(hf_model).__name__}, f)
@@ -370,6 +383,11 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
     print(f"check: max |logit difference| = {diff:.3g} on {n_seqs} sequences of {min(mc['block_size'], 64)} tokens "
           f"(logits up to {scale:.3g}; tol {tol_})")
     return diff
+
+
+class _Gpt2Ids:
+    """The ids of data.py's gpt2 tokenizer, for exporting when tiktoken's gpt2 files cannot be loaded."""
+    spec, eot_id, pad_id, sep_id, vocab_size = {'kind': 'gpt2'}, 50256, 50257, 50258, 50259
 
 
 # ----------------------------------------------------------------------------- import

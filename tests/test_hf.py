@@ -192,3 +192,23 @@ def test_gpt2_hub_offline_error_is_one_line(monkeypatch):
         assert 'network' in str(e) and '\n' not in str(e)
     else:  # the files happen to be cached: then they load into the GPT-2 layout
         assert spec == {'kind': 'gpt2'} and mc['n_layer'] == 12 and mc['vocab_size'] == 50304
+
+
+def test_gpt2_tokenizer_checkpoint_exports(tmp_path):
+    """A gpt2-tokenizer run: tokenizer.json + vocab.json/merges.txt from tiktoken's ranks where tiktoken's
+    gpt2 files load (CI), else the weights alone with a notice (offline)."""
+    cfg = GPTConfig(vocab_size=50304, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    m = GPT(cfg)
+    train.save_checkpoint(str(tmp_path / 'c.pt'), {'model': m.state_dict(), 'model_config': cfg.to_dict(),
+                                                   'tokenizer': {'kind': 'gpt2'}, 'step': 0})
+    assert export_hf.export(str(tmp_path / 'c.pt'), str(tmp_path / 'hf')) <= 1e-4
+    try:
+        ours = data.get_tokenizer({'kind': 'gpt2'})
+    except data.DataError:
+        assert not (tmp_path / 'hf' / 'tokenizer.json').exists()
+        return
+    for f in ('tokenizer.json', 'vocab.json', 'merges.txt'):
+        assert (tmp_path / 'hf' / f).is_file()
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / 'hf'))
+    text = sample_text()
+    assert theirs(text)['input_ids'] == ours.encode(text)
