@@ -359,8 +359,14 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
         hf_model.tie_weights()
         g = hf_model.generation_config
         g.bos_token_id, g.eos_token_id, g.pad_token_id = tok.eot_id, tok.eot_id, tok.pad_id
-        g.do_sample, g.temperature, g.top_k, g.max_length = True, 0.8, 200, mc['block_size']
+        g.do_sample, g.temperature, g.top_k = True, 0.8, 200  # sample.py's defaults
         hf_model.save_pretrained(tmp)  # config.json, model.safetensors, generation_config.json
+        if arch != 'gpt2':  # transformers 4.x reads a top-level rope_theta (5.x: rope_parameters, which wins)
+            with open(os.path.join(tmp, 'config.json')) as f:
+                cj = json.load(f)
+            cj['rope_theta'] = mc['rope_theta']
+            with open(os.path.join(tmp, 'config.json'), 'w') as f:
+                json.dump(cj, f, indent=2, sort_keys=True)
         if not isinstance(tok, _Gpt2Ids):
             save_tokenizer(tok, tmp)
         with open(os.path.join(tmp, 'gptlab.json'), 'w') as f:
