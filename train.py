@@ -29,6 +29,7 @@ from model import GPT, GPTConfig, encdec_state_from_decoder_only
 out_dir = 'out'              # runs live in out_dir/<run_name>
 run_name = '{data}_{n_layer}x{n_embd}_{pos_emb}_s{seed}'  # {key} placeholders are filled from the config
 init_from = 'scratch'        # 'scratch' | 'resume' | path to a checkpoint (.pt) or a run dir
+                             # | 'gpt2'..'gpt2-xl' (published weights) | 'hf:DIR' (a transformers folder)
 data = 'stdlib'              # data set under data_root (prepared by prepare/<name>.py)
 data_root = 'data'
 auto_prepare = False         # run prepare/<data>.py first when the data set is missing
@@ -75,6 +76,7 @@ eval_interval = 250
 eval_iters = 20
 log_interval = 10
 ckpt_interval = 0            # 0 = at every eval
+ckpt_format = 'pt'           # 'pt' (torch.save) | 'safetensors' (tensors in last.safetensors, the rest as json)
 log_tensorboard = True
 log_figures = True           # at the end: figures/*.png (loss curves, diagnostic histograms), also into TensorBoard
 wandb_log = False
@@ -120,7 +122,8 @@ def lr_at(step, cfg, total):
 
 def check_settings(cfg):
     choices = {'objective': ('lm', 'seq2seq'),
-               'nonfinite': ('stop', 'skip'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+               'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
+               'lr_schedule': ('cosine', 'wsd', 'constant'),
                'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
@@ -226,19 +229,29 @@ def save_checkpoint(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.tmp'
     with open(tmp, 'wb') as f:
-        torch.save(obj, f)
+        if path.endswith('.safetensors'):
+            f.write(safetensors_bytes(obj))
+        else:
+            torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    if path.endswith('.safetensors'):  # a readable copy of what is not a tensor (the file's header is the original)
+        with open(path[:-len('.safetensors')] + '.json', 'w') as f:
+            json.dump(split_tensors(obj, {}, '', {}), f, indent=1)
 
 
 def load_checkpoint(path):
     """Checkpoints hold plain types and tensors only: weights_only=True cannot run code."""
     if os.path.isdir(path):
-        path = os.path.join(path, 'ckpt', 'last.pt')
+        st = os.path.join(path, 'ckpt', 'last.safetensors')
+        path = st if os.path.exists(st) and not os.path.exists(os.path.join(path, 'ckpt', 'last.pt')) else \
+            os.path.join(path, 'ckpt', 'last.pt')
     if not os.path.exists(path):
         raise UserError(f"checkpoint '{path}' not found; pass a .pt file or a run directory that has ckpt/last.pt")
     try:
+        if path.endswith('.safetensors'):
+            return checkpoint_from_safetensors(path)
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
@@ -377,6 +390,9 @@ def train(cfg, ddp, rank, world, dev, master):
     # --- data
     data_dir = ensure_data(cfg, master, ddp)
     meta = datalib.load_meta(data_dir)
+    hf_init = None
+    if cfg['init_from'] in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or cfg['init_from'].startswith('hf:'):
+        hf_init = hf_weights(cfg, meta)  # sets the model flags from the transformers config
     if cfg['vocab_size'] == 0:
         cfg['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # padded: faster matmuls
     train_data = open_objective_data(cfg, data_dir, 'train')
@@ -398,7 +414,7 @@ def train(cfg, ddp, rank, world, dev, master):
 
     # --- run dir, model, optimizer
     run_dir = choose_run_dir(cfg)
-    ckpt_path = os.path.join(run_dir, 'ckpt', 'last.pt')
+    ckpt_path = os.path.join(run_dir, 'ckpt', 'last.safetensors' if cfg['ckpt_format'] == 'safetensors' else 'last.pt')
     start_step, ckpt = 0, None
     model_cfg = {k: cfg[k] for k in MODEL_KEYS}
     if cfg['init_from'] == 'resume':
@@ -415,7 +431,11 @@ def train(cfg, ddp, rank, world, dev, master):
     except ValueError as e:
         raise UserError(str(e))
     tokenizer = datalib.get_tokenizer(meta['tokenizer'])
-    if cfg['init_from'] not in ('scratch', 'resume'):
+    if hf_init is not None:
+        model.load_state_dict(hf_init)
+        if master:
+            print(f"init_from {cfg['init_from']}: loaded all {len(hf_init)} tensors through transformers")
+    elif cfg['init_from'] not in ('scratch', 'resume'):
         src = load_checkpoint(cfg['init_from'])
         state = src['model']
         if cfg['n_encoder_layer'] and not any(k.startswith('enc.') for k in state):
@@ -665,6 +685,73 @@ def peak_flops_of(dev):
         if key in name:
             return flops
     return 312e12
+
+
+# ----------------------------------------------------------------------------- Hugging Face interop (issue 10)
+
+def hf_weights(cfg, meta):
+    """init_from='gpt2'.. or 'hf:DIR': the model flags come from the transformers config (dropout stays
+    this run's); the data must use the same tokenizer. Returns the state dict to load."""
+    from export_hf import load_hf
+    mc, sd, spec = load_hf(cfg['init_from'])
+    if spec != meta['tokenizer']:
+        name = lambda s: s.get('name', s.get('kind'))
+        raise UserError(f"init_from='{cfg['init_from']}' uses tokenizer '{name(spec)}' but data '{cfg['data']}' was "
+                        f"tokenized with '{name(meta['tokenizer'])}'; prepare the data with the same tokenizer")
+    cfg.update({k: v for k, v in mc.items() if k != 'dropout'})
+    return sd
+
+
+def split_tensors(obj, tensors, name, seen):
+    """ckpt_format='safetensors': a checkpoint dict -> JSON-able structure with {'__tensor__': name}
+    where tensors were (collected in `tensors`; tied tensors are stored once). Dicts with int keys
+    (optimizer state) become {'__int_keys__': [[k, v], ...]} so they come back as ints."""
+    if isinstance(obj, torch.Tensor):
+        key = (obj.data_ptr(), tuple(obj.shape), obj.dtype)
+        if obj.numel() and key in seen:
+            return {'__tensor__': seen[key]}
+        seen[key] = name
+        tensors[name] = obj.detach().cpu().contiguous()
+        return {'__tensor__': name}
+    if isinstance(obj, dict):
+        sub = lambda k: f"{name}.{k}" if name else str(k)
+        if any(not isinstance(k, str) for k in obj):
+            return {'__int_keys__': [[k, split_tensors(v, tensors, sub(k), seen)] for k, v in obj.items()]}
+        # model weights keep their plain names (any safetensors reader sees 'wte.weight', ...)
+        return {k: split_tensors(v, tensors, k if name == 'model' else sub(k), seen) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [split_tensors(v, tensors, f"{name}.{i}", seen) for i, v in enumerate(obj)]
+    return obj
+
+
+def join_tensors(obj, tensors):
+    if isinstance(obj, dict):
+        if '__tensor__' in obj:
+            return tensors[obj['__tensor__']]
+        if '__int_keys__' in obj:
+            return {k: join_tensors(v, tensors) for k, v in obj['__int_keys__']}
+        return {k: join_tensors(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def safetensors_bytes(obj):
+    """One file: the tensors, and the rest as JSON in the header's metadata (so one rename is atomic)."""
+    from safetensors.torch import save
+    tensors = {}
+    rest = split_tensors(obj, tensors, '', {})
+    return save(tensors, metadata={'gptlab_checkpoint': json.dumps(rest)})
+
+
+def checkpoint_from_safetensors(path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(path, 'pt') as f:
+        meta = f.metadata() or {}
+    if 'gptlab_checkpoint' not in meta:
+        raise ValueError("no gptlab_checkpoint metadata (not written by train.py)")
+    return join_tensors(json.loads(meta['gptlab_checkpoint']), load_file(path))
 
 
 if __name__ == '__main__':
