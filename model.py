@@ -6,6 +6,8 @@ it; search for the flag to find every line of it.
     model(idx, targets=None, src=None) -> (logits, loss)      targets use -100 for "no loss"
     model.generate(idx, max_new_tokens, temperature, top_k)    cached (KV cache)
     with model.record() as rec: model(idx)                     rec['layer0.attn'] = (B, H, T, T) weights
+    attn='diff'      differential attention (arXiv 2410.05258)
+    ngpt=True        normalized Transformer (arXiv 2410.01131); call model.normalize_weights() after each step
 """
 import contextlib
 import math
@@ -426,7 +428,9 @@ class GPT(nn.Module):
     @contextlib.contextmanager
     def record(self):
         """Inside this context, attention materializes its weights and MLPs keep their activations:
-        rec['layer{i}.attn'] (B, H, T, S) and rec['layer{i}.mlp'] (B, T, hidden). The one hook for analysis."""
+        rec['layer{i}.attn'] (B, H, T, S) and rec['layer{i}.mlp'] (B, T, hidden). The one hook for analysis.
+        attn='diff': rec['layer{i}.attn1'] and ['layer{i}.attn2'] are the two softmax maps of each head and
+        rec['layer{i}.attn'] = attn1 - lambda * attn2 (rows sum to 1 - lambda)."""
         rec = {}
         mods = [m for m in self.modules() if hasattr(m, 'rec')]
         for m in mods:
