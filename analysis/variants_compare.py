@@ -91,9 +91,12 @@ def report(cfg, runs):
         begin = [e for e in es if e['event'] == 'train_begin'][0]
         ms = sorted(e['ms_per_step'] for e in es if e['event'] == 'train')[1:]  # the first interval warms up
         s = steps_to_reach(evals[v], target)
+        # the other way round: how many steps the baseline needed for this variant's final loss
+        b = steps_to_reach(evals[base], evals[v][-1][1])
         rows.append({'variant': v, 'params': f"{begin['params']:,}", 'final val loss': f"{evals[v][-1][1]:.4f}",
-                     f'steps to {base} final ({target:.3f})': '-' if s is None else f'{s:.0f}',
+                     f'steps to {base} final ({target:.3f})': 'not reached' if s is None else f'{s:.0f}',
                      f'ratio to {base}': '-' if s is None else f'{s / base_steps:.2f}',
+                     f'{base} steps to this final loss': '-' if b is None else f'{b:.0f}',
                      'ms/step (median)': f"{ms[len(ms) // 2]:.0f}" if ms else '-'})
     base_ms = float(rows[0]['ms/step (median)'])
     for r in rows:

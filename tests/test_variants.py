@@ -245,3 +245,13 @@ def test_openwebtext_prepare_on_local_files(tmp_path, kind, tokenizer):
         assert json.load(open(tmp_path / 'g' / 'meta.json'))['tokenizer']['kind'] == 'gpt2'
     else:
         assert r.returncode == 2 and 'gpt2' in r.stderr and not os.path.exists(tmp_path / 'g')
+
+
+def test_steps_to_reach_interpolates_first_crossing():
+    sys.path.insert(0, os.path.join(ROOT, 'analysis'))
+    from variants_compare import steps_to_reach
+    evals = [(10, 5.0), (20, 4.0), (30, 3.0), (40, 3.5), (50, 2.0)]
+    assert steps_to_reach(evals, 3.5) == pytest.approx(25.0)   # between 20 (4.0) and 30 (3.0)
+    assert steps_to_reach(evals, 3.0) == pytest.approx(30.0)
+    assert steps_to_reach(evals, 6.0) == 10.0                   # already below at the first eval
+    assert steps_to_reach(evals, 1.0) is None                   # never reached
