@@ -7,6 +7,8 @@ it; search for the flag to find every line of it.
     model.generate(idx, max_new_tokens, temperature, top_k, src=None)   cached (KV cache)
     with model.record() as rec: model(idx)                     rec['layer0.attn'] = (B, H, T, T) weights
     encoder-decoder (n_encoder_layer > 0): model(idx, targets, src=src), src padded with ids < 0
+    attn='diff'      differential attention (arXiv 2410.05258)
+    ngpt=True        normalized Transformer (arXiv 2410.01131); call model.normalize_weights() after each step
 """
 import contextlib
 import math
@@ -50,9 +52,19 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                              f"pick n_head among {[h for h in range(1, 65) if self.n_embd % h == 0][-6:]}")
-        if self.pos_emb == 'rope' and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
-        for flag, on in (('attn', self.attn != 'softmax'), ('ngpt', self.ngpt)):
+        if self.attn == 'diff' and self.n_embd % (2 * self.n_head):
+            raise ValueError(f"attn='diff' splits each of the n_head={self.n_head} heads into two q/k halves: n_embd="
+                             f"{self.n_embd} must be divisible by 2*n_head; use half the baseline's n_head")
+        if self.pos_emb == 'rope' and self.qk_head_dim % 2:
+            raise ValueError(f"pos_emb='rope' needs an even head size, got {self.qk_head_dim}")
+        if self.ngpt:  # ngpt: the unit-sphere geometry leaves no room for these
+            bad = [f"{k}={v!r}" for k, v, ok in (('bias', self.bias, not self.bias), ('mlp', self.mlp, self.mlp == 'swiglu'),
+                   ('pos_emb', self.pos_emb, self.pos_emb in ('rope', 'none')), ('qk_norm', self.qk_norm, not self.qk_norm),
+                   ('diff_input', self.diff_input, not self.diff_input)) if not ok]
+            if bad:
+                raise ValueError(f"ngpt=True does not combine with {', '.join(bad)}; use bias=False, mlp='swiglu', "
+                                 f"pos_emb='rope' (or 'none'), qk_norm=False, diff_input=False")
+        for flag, on in (('attn', self.attn == 'linear'),):
             if on:
                 raise ValueError(f"{flag}={getattr(self, flag)!r} is not implemented yet in this version of model.py")
         if self.n_encoder_layer > 0:  # n_encoder_layer: the variants the encoder-decoder supports
@@ -62,6 +74,11 @@ class GPTConfig:
                                      f"use the default {flag} or n_encoder_layer=0")
         if self.n_encoder_layer < 0:
             raise ValueError(f"n_encoder_layer must be >= 0 (0 = decoder-only), got {self.n_encoder_layer}")
+
+    @property
+    def qk_head_dim(self):
+        """Width of one query/key head (attn='diff': half of n_embd/n_head, the two halves of a head)."""
+        return self.n_embd // self.n_head // (2 if self.attn == 'diff' else 1)
 
     @classmethod
     def from_dict(cls, d):
@@ -90,6 +107,8 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(config, dim):
+    if config.ngpt:  # ngpt: no norm layers; hidden states are normalized explicitly (see Block)
+        return nn.Identity()
     if config.norm == 'rmsnorm':
         return RMSNorm(dim)
     return nn.LayerNorm(dim, bias=config.bias)
@@ -138,13 +157,48 @@ def apply_rope(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+# ----------------------------------------------------------------------------- ngpt
+# nGPT (arXiv 2410.01131): hidden states and every weight row along the embedding axis live on the unit
+# sphere. Learned scalings are stored as p = scale * (value / init) and used as init/scale * p (the
+# paper's "init, scale" pairs), which sets their effective Adam step size; GPT.normalize_weights()
+# runs after every optimizer step.
+
+def ngpt_base_scale(config):
+    """The paper's base scale 1/sqrt(n_embd): the stored scale of sqk, alpha and sz."""
+    return 1.0 / math.sqrt(config.n_embd)
+
+
+def ngpt_scaled(p, init, scale):
+    """Effective value of a stored scaling parameter (equals `init` while p is at its initial value)."""
+    return p * (init / scale)
+
+
+def ngpt_step(h, out, alpha):
+    """h <- norm(h + |alpha| * (norm(out) - h)): a step from h towards the block's output on the sphere."""
+    return F.normalize(h + alpha.abs() * (F.normalize(out, dim=-1) - h), dim=-1)
+
+
+class NGPTHead(nn.Linear):
+    """ngpt: LM head whose logits are scaled per token by sz (init 1 stored at scale 1/sqrt(n_embd))."""
+
+    def __init__(self, config):
+        super().__init__(config.n_embd, config.vocab_size, bias=False)
+        self.base_scale = ngpt_base_scale(config)
+        self.sz = nn.Parameter(torch.full((config.vocab_size,), self.base_scale))
+
+    def forward(self, x):
+        return super().forward(x) * ngpt_scaled(self.sz, 1.0, self.base_scale).to(x.dtype)
+
+
 # ----------------------------------------------------------------------------- attention
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
         self.n_head, self.n_embd = config.n_head, config.n_embd
-        self.head_dim = config.n_embd // config.n_head
+        self.head_dim = config.qk_head_dim
+        self.diff = config.attn == 'diff'
+        self.n_qk_head = 2 * config.n_head if self.diff else config.n_head
         self.name = f'layer{layer_idx}'
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -155,22 +209,40 @@ class CausalSelfAttention(nn.Module):
         self.qk_norm = config.qk_norm
         if config.qk_norm:
             self.q_norm, self.k_norm = RMSNorm(self.head_dim), RMSNorm(self.head_dim)
+        # attn='diff' (Differential Transformer, arXiv 2410.05258): q/k heads (2h, 2h+1) are the two halves
+        # of head h, its values have width 2*head_dim; lambda = exp(lq1.lk1) - exp(lq2.lk2) + lambda_init
+        if self.diff:
+            self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
+            self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
+                nn.Parameter(torch.randn(self.head_dim) * 0.1) for _ in range(4))
+            self.subln = RMSNorm(2 * self.head_dim)  # per head over 2*head_dim, gain shared by the heads
+        # ngpt: q and k on the unit sphere per head, scaled by sqk (init 1 stored at scale 1/sqrt(n_embd))
+        self.ngpt = config.ngpt
+        if config.ngpt:
+            self.base_scale = ngpt_base_scale(config)
+            self.sqk = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
         self.rec = None  # set by GPT.record(): a dict to store attention weights in
 
     def forward(self, x, rope=None, cache=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q, k = (t.view(B, T, self.n_qk_head, self.head_dim).transpose(1, 2) for t in (q, k))
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.ngpt:  # softmax scale sqrt(hd) instead of 1/sqrt(hd): folded into q, so every path below is shared
+            sqk = ngpt_scaled(self.sqk, 1.0, self.base_scale).view(1, self.n_qk_head, 1, self.head_dim)
+            q, k = sqk * F.normalize(q, dim=-1) * self.head_dim, sqk * F.normalize(k, dim=-1)
         if cache is not None:  # KV cache: append this step's keys/values
             if 'k' in cache:
                 k, v = torch.cat((cache['k'], k), dim=2), torch.cat((cache['v'], v), dim=2)
             cache['k'], cache['v'] = k, v
         # queries are the last T positions of the S keys; causal mask aligned to the end
         S = k.size(2)
+        if self.diff:  # both halves of a head read the head's values: one SDPA call over 2*n_head maps
+            v = v.repeat_interleave(2, dim=1)
         if self.rec is not None:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
@@ -185,8 +257,26 @@ class CausalSelfAttention(nn.Module):
         else:
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self.diff:
+            y = self.diff_combine(y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def diff_lambda(self):
+        lq = torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))
+        return lq - torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float())) + self.lambda_init
+
+    def diff_combine(self, y):
+        """attn='diff': (B, 2H, T, 2hd) outputs of the 2H maps -> (B, H, T, 2hd) = A1 V - lambda A2 V, then
+        the per-head RMSNorm times (1 - lambda_init). While recording, the maps are combined the same way."""
+        B, _, T, W = y.shape
+        lam = self.diff_lambda().to(y.dtype)
+        y = y.view(B, self.n_head, 2, T, W)
+        if self.rec is not None:
+            att = self.rec[f'{self.name}.attn'].view(B, self.n_head, 2, T, -1)
+            self.rec[f'{self.name}.attn1'], self.rec[f'{self.name}.attn2'] = att[:, :, 0], att[:, :, 1]
+            self.rec[f'{self.name}.attn'] = (att[:, :, 0] - lam * att[:, :, 1]).detach()
+        return self.subln(y[:, :, 0] - lam * y[:, :, 1]) * (1 - self.lambda_init)
 
 
 # ----------------------------------------------------------------------------- MLP
@@ -205,10 +295,17 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.c_proj.residual = True
         self.dropout = nn.Dropout(config.dropout)
+        # ngpt: SwiGLU input scaled by suv (init 1 at scale 1, times sqrt(n_embd): SiLU's nonlinear range)
+        self.ngpt = config.ngpt
+        if config.ngpt:
+            self.suv = nn.Parameter(torch.ones(self.c_fc.out_features))
+            self.suv_mult = math.sqrt(config.n_embd)
         self.rec = None
 
     def forward(self, x):
         h = self.c_fc(x)
+        if self.ngpt:
+            h = h * (ngpt_scaled(self.suv, 1.0, 1.0) * self.suv_mult)
         if self.swiglu:
             a, b = h.chunk(2, dim=-1)
             h = F.silu(a) * b
@@ -226,8 +323,17 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config, layer_idx)
+        # ngpt: per-dimension eigen learning rates alpha (init 0.05 stored at scale 1/sqrt(n_embd))
+        self.ngpt = config.ngpt
+        if config.ngpt:
+            self.base_scale = ngpt_base_scale(config)
+            self.attn_alpha = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
+            self.mlp_alpha = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
 
     def forward(self, x, rope=None, cache=None):
+        if self.ngpt:  # h <- norm(h + alpha * (norm(block(h)) - h)), for attention then MLP
+            x = ngpt_step(x, self.attn(x, rope, cache), ngpt_scaled(self.attn_alpha, 0.05, self.base_scale))
+            return ngpt_step(x, self.mlp(x), ngpt_scaled(self.mlp_alpha, 0.05, self.base_scale))
         x = x + self.attn(self.ln_1(x), rope, cache)
         return x + self.mlp(self.ln_2(x))
 
@@ -365,7 +471,7 @@ class GPT(nn.Module):
         if config.pos_emb == 'learned':
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         if config.pos_emb == 'rope':
-            hd = config.n_embd // config.n_head
+            hd = config.qk_head_dim
             cos, sin = rope_cos_sin(torch.arange(config.block_size), hd, config.rope_theta)
             self.register_buffer('rope_cos', cos, persistent=False)
             self.register_buffer('rope_sin', sin, persistent=False)
@@ -378,10 +484,13 @@ class GPT(nn.Module):
         if config.n_encoder_layer:
             build_encoder_decoder(self, config)
         self.ln_f = make_norm(config, config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = (NGPTHead(config) if config.ngpt else
+                        nn.Linear(config.n_embd, config.vocab_size, bias=False))
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
+        if config.ngpt:
+            self.normalize_weights()
         self.diagnostics = {}  # last forward's cheap statistics (e.g. diff_input delta norms)
 
     def _init_weights(self, module):
@@ -423,7 +532,7 @@ class GPT(nn.Module):
         if start_pos + T <= self.rope_cos.size(0):
             return self.rope_cos[start_pos:start_pos + T], self.rope_sin[start_pos:start_pos + T]
         return rope_cos_sin(torch.arange(start_pos, start_pos + T, device=device),
-                            self.config.n_embd // self.config.n_head, self.config.rope_theta)
+                            self.config.qk_head_dim, self.config.rope_theta)
 
     def hidden(self, idx, start_pos=0, caches=None, src=None):
         """Final hidden states (B, T, C) before the LM head."""
@@ -451,7 +560,9 @@ class GPT(nn.Module):
     @contextlib.contextmanager
     def record(self):
         """Inside this context, attention materializes its weights and MLPs keep their activations:
-        rec['layer{i}.attn'] (B, H, T, S) and rec['layer{i}.mlp'] (B, T, hidden). The one hook for analysis."""
+        rec['layer{i}.attn'] (B, H, T, S) and rec['layer{i}.mlp'] (B, T, hidden). The one hook for analysis.
+        attn='diff': rec['layer{i}.attn1'] and ['layer{i}.attn2'] are the two softmax maps of each head and
+        rec['layer{i}.attn'] = attn1 - lambda * attn2 (rows sum to 1 - lambda)."""
         rec = {}
         mods = [m for m in self.modules() if hasattr(m, 'rec')]
         for m in mods:
@@ -508,7 +619,8 @@ class GPT(nn.Module):
         cfg = self.config
         T = seq_len or cfg.block_size
         N = self.num_params(non_embedding=True) + cfg.vocab_size * cfg.n_embd  # LM head matmul counts
-        return 6 * N + 12 * cfg.n_layer * cfg.n_embd * T
+        # attention: q.k over n_embd and A.v over n_embd (attn='diff': over 2*n_embd, both maps read all values)
+        return 6 * N + 6 * cfg.n_layer * cfg.n_embd * T * (3 if cfg.attn == 'diff' else 2)
 
     def optimizer_groups(self, weight_decay):
         """Weight decay on matrices only (not on norms, biases, gains, vectors)."""
@@ -516,6 +628,14 @@ class GPT(nn.Module):
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+
+    @torch.no_grad()
+    def normalize_weights(self):
+        """ngpt: put every weight vector along the embedding axis back on the unit sphere: rows of the
+        embeddings, LM head and input projections, columns of the output projections (marked residual)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.copy_(F.normalize(m.weight, dim=0 if getattr(m, 'residual', False) else 1))
 
 
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):

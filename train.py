@@ -449,6 +449,8 @@ def train(cfg, ddp, rank, world, dev, master):
         if master:
             print(f"init_from {cfg['init_from']}: loaded {len(loaded)} tensors; not in this model: {skipped or 'none'}; "
                   f"newly initialized: {fresh or 'none'}")
+        if cfg['ngpt']:  # loaded weights onto the unit sphere (a resumed run's checkpoint already is: exact resume)
+            model.normalize_weights()
     model.to(dev)
     opt_kwargs = dict(lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))
     if device_type == 'cuda':
@@ -554,6 +556,8 @@ def train(cfg, ddp, rank, world, dev, master):
             if cfg['grad_clip'] > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
             optimizer.step()
+            if cfg['ngpt']:  # nGPT: weights back on the unit sphere after every step (on every rank, identically)
+                raw_model.normalize_weights()
             steps_since_log += 1
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
