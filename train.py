@@ -50,6 +50,7 @@ attn = 'softmax'
 ngpt = False
 diff_input = False
 n_encoder_layer = 0
+linear_chunk = 64            # attn='linear': chunk length of the training-time computation
 # batches and length of training
 batch_size = 16              # micro batch per rank
 grad_accum = 1               # micro steps per optimizer step (per rank)
