@@ -116,7 +116,7 @@ def lr_at(step, cfg, total):
 
 
 def check_settings(cfg):
-    choices = {'objective': ('lm',), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+    choices = {'objective': ('lm', 'records'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
                'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
@@ -133,12 +133,17 @@ def check_settings(cfg):
 def open_objective_data(cfg, data_dir, split):
     if cfg['objective'] == 'lm':
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
+    if cfg['objective'] == 'records':  # one whole sequence per row (field 'seq'), padded by the loader
+        return datalib.open_records(data_dir, split, cfg['vocab_size'])
 
 
 def objective_batch(cfg, d, index):
     """Micro batch number `index` of the training split: (seed, index) fixes it."""
     if cfg['objective'] == 'lm':
         x, y = datalib.get_lm_batch(d, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+        return {'x': x, 'y': y}
+    if cfg['objective'] == 'records':
+        x, y = datalib.get_records_batch(d, 'seq', cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
         return {'x': x, 'y': y}
 
 
@@ -147,11 +152,14 @@ def objective_eval_batches(cfg, d):
     if cfg['objective'] == 'lm':
         for x, y in datalib.iter_eval_batches(d, cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
             yield {'x': x, 'y': y}
+    if cfg['objective'] == 'records':
+        for x, y in datalib.iter_records_batches(d, 'seq', cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
+            yield {'x': x, 'y': y}
 
 
 def objective_loss(model, b, cfg):
     """Scalar loss of one micro batch."""
-    if cfg['objective'] == 'lm':
+    if cfg['objective'] in ('lm', 'records'):
         return model(b['x'], b['y'])[1]
 
 
