@@ -56,7 +56,7 @@ def plot_attention_maps(paths, data_dir, type_name, n_values, out_path):
                     ax.set_xlabel('key (input token)', fontsize=7)
             row += 1
     fig.colorbar(im, ax=axes, shrink=0.6, label='attention weight')
-    fig.suptitle(f"Attention for a {type_name} sequence of {n_values} values: "
+    fig.suptitle(f"Attention weights on one {type_name} sequence ({n_values} values): "
                  + ' vs '.join(model_label(c) for _, _, c in models), fontsize=9)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fig.savefig(out_path, dpi=100)

@@ -46,9 +46,8 @@ def plot_loss_curves(run_dirs, out_path):
             ax.plot(*zip(*train), color=color, label=f'{label} train')
         if val:
             ax.plot(*zip(*val), color=color, linestyle='--', marker='o', markersize=4, label=f'{label} val')
-    ax.set_yscale('log')
     ax.set_xlabel('optimizer step')
-    ax.set_ylabel('loss (nats/token, log scale)')
+    ax.set_ylabel('loss (nats/token)')
     ax.set_title('Training (solid) and validation (dashed) loss')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
