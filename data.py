@@ -163,14 +163,20 @@ def load_meta(data_dir):
     return meta
 
 
-def open_split(data_dir, split, model_vocab_size=None):
-    """Validated memmaps of every shard of `split`, checked against meta.json and the model."""
+def _split_meta(data_dir, split, model_vocab_size=None):
+    """meta.json of data_dir, checked to have `split` and to fit the model's vocabulary."""
     meta = load_meta(data_dir)
     if split not in meta['splits']:
         raise DataError(f"no '{split}' split in {data_dir}; available: {', '.join(meta['splits']) or 'none'}")
     if model_vocab_size is not None and meta['vocab_size'] > model_vocab_size:
         raise DataError(f"data vocabulary {meta['vocab_size']} is larger than the model's vocab_size "
                         f"{model_vocab_size} ({data_dir}): set --vocab_size={meta['vocab_size']} or larger")
+    return meta
+
+
+def open_split(data_dir, split, model_vocab_size=None):
+    """Validated memmaps of every shard of `split`, checked against meta.json and the model."""
+    meta = _split_meta(data_dir, split, model_vocab_size)
     paths = shard_paths(data_dir, split)
     expected = meta['splits'][split]
     if len(paths) != expected['shards']:
@@ -544,12 +550,7 @@ def print_summary(out_dir, meta, n_docs, seconds):
 
 def open_records(data_dir, split, model_vocab_size=None):
     """The records set `data_dir/<split>.bin`, checked against meta.json; .pad_id comes from meta."""
-    meta = load_meta(data_dir)
-    if split not in meta['splits']:
-        raise DataError(f"no '{split}' split in {data_dir}; available: {', '.join(meta['splits']) or 'none'}")
-    if model_vocab_size is not None and meta['vocab_size'] > model_vocab_size:
-        raise DataError(f"data vocabulary {meta['vocab_size']} is larger than the model's vocab_size "
-                        f"{model_vocab_size} ({data_dir}): set --vocab_size={meta['vocab_size']} or larger")
+    meta = _split_meta(data_dir, split, model_vocab_size)
     recs = Records(os.path.join(data_dir, f'{split}.bin'))
     if len(recs) != meta['splits'][split].get('records'):
         raise DataError(f"{data_dir} '{split}' has {len(recs)} records but meta.json lists "

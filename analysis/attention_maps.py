@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from numeric_common import find_sequence, load_model, model_label, split_list
+from numeric_common import pyplot, save_figure, find_sequence, load_model, model_label, split_list
 import configurator
 
 ckpts = ''                    # comma-separated checkpoints or run dirs
@@ -29,9 +29,7 @@ def attention_of(model, seq):
 
 
 def plot_attention_maps(paths, data_dir, type_name, n_values, out_path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     seq = find_sequence(data_dir, type_name, n_values)
     models = [load_model(p) for p in paths]
     n_rows = sum(m.config.n_layer for m, _, _ in models)
@@ -58,10 +56,7 @@ def plot_attention_maps(paths, data_dir, type_name, n_values, out_path):
     fig.colorbar(im, ax=axes, shrink=0.6, label='attention weight')
     fig.suptitle(f"Attention weights on one {type_name} sequence ({n_values} values): "
                  + ' vs '.join(model_label(c) for _, _, c in models), fontsize=9)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, 100)
 
 
 def main():

@@ -2,11 +2,10 @@
 
     python analysis/embedding_pca.py --ckpts=out/numeric_softmax_s1337,out/numeric_linear_s1337 --out=pca.png
 """
-import os
 
 import numpy as np
 
-from numeric_common import load_model, model_label, split_list
+from numeric_common import pyplot, save_figure, load_model, model_label, split_list
 import configurator
 
 ckpts = ''                    # comma-separated checkpoints or run dirs
@@ -23,9 +22,7 @@ def embedding_pca(model, n_values):
 
 
 def plot_embedding_pca(paths, out_path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(paths), figsize=(5.2 * len(paths), 4.6), squeeze=False)
     for ax, path in zip(axes[0], paths):
         model, tok, ckpt = load_model(path)
@@ -40,10 +37,7 @@ def plot_embedding_pca(paths, out_path):
         fig.colorbar(sc, ax=ax, label='number value')
     fig.suptitle('Number-token embeddings, first two principal components')
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, 110)
 
 
 def main():

@@ -5,7 +5,7 @@
 import json
 import os
 
-from numeric_common import split_list
+from numeric_common import pyplot, save_figure, split_list
 import configurator
 from configurator import UserError
 
@@ -35,9 +35,7 @@ def read_metrics(run_dir):
 
 
 def plot_loss_curves(run_dirs, out_path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.4))
     for i, d in enumerate(run_dirs):
         label, train, val = read_metrics(d)
@@ -52,10 +50,7 @@ def plot_loss_curves(run_dirs, out_path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, 110)
 
 
 def main():

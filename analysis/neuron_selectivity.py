@@ -13,7 +13,8 @@ import os
 import numpy as np
 import torch
 
-from numeric_common import load_model, model_label, numeric_meta, records_by_type, split_list
+from numeric_common import (load_model, model_label, numeric_meta, pyplot, records_by_type, save_figure,
+                            split_list)
 import configurator
 import data as datalib
 
@@ -60,9 +61,7 @@ def selectivity(means, std):
 
 
 def plot_neuron_selectivity(paths, data_dir, out_path, split_name='test', n_per=200, n_top=20):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     types = numeric_meta(data_dir)['types']
     by_type, pad_id = records_by_type(data_dir, split_name, n_per)
     fig, axes = plt.subplots(1, len(paths) + 1, figsize=(4.3 * len(paths) + 4.5, 0.26 * n_top + 2.6), squeeze=False)
@@ -93,10 +92,7 @@ def plot_neuron_selectivity(paths, data_dir, out_path, split_name='test', n_per=
     h.legend(fontsize=7)
     fig.suptitle(f'MLP neuron selectivity for sequence type ({split_name} split, {n_per} sequences per type)', fontsize=10)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path, stats
+    return save_figure(fig, out_path, 100), stats
 
 
 def main():
