@@ -188,3 +188,20 @@ def test_analysis_scripts_write_pngs(two_runs, numeric_root, tmp_path, monkeypat
         configurator.run_main(attention_maps.main)
     assert e.value.code == 2 and 'valid: counting' in capsys.readouterr().err
     assert not os.path.exists(tmp_path / 'x.png')
+
+
+def test_numeric_compare_from_two_checkpoints(two_runs, numeric_root, tmp_path, monkeypatch):
+    import numeric_compare
+    res = tmp_path / 'cmp'
+    monkeypatch.setattr(sys, 'argv', ['numeric_compare.py', f"--softmax_ckpt={two_runs['softmax']}",
+                                      f"--linear_ckpt={two_runs['linear']}", f'--data_root={numeric_root}',
+                                      f'--results_dir={res}', '--attention_types=counting', '--attention_length=8',
+                                      '--neuron_sequences=5'])
+    monkeypatch.chdir(ROOT)
+    numeric_compare.main()
+    summary = (res / 'summary.md').read_text()
+    assert '| test_long |' in summary and 'softmax next_acc' in summary and 'linear exact' in summary
+    assert sorted(os.listdir(res / 'figures')) == ['attention_counting.png', 'embedding_pca.png',
+                                                   'loss_curves.png', 'neuron_selectivity.png']
+    rows = json.load(open(res / 'eval_numeric.json'))['rows']
+    assert rows['linear'][-1]['sequences'] == SMALL['n_test_long']
