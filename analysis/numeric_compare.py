@@ -79,6 +79,9 @@ def main():
     os.chdir(ROOT)  # relative paths (out/, data/, config/) are the repository's, as for the launcher
     t0 = time.time()
     data_dir = os.path.join(data_root, data)
+    for given in (softmax_ckpt, linear_ckpt):
+        if given:
+            load_model(given)  # a bad checkpoint fails here, before minutes of training the other model
     paths = {'softmax': softmax_ckpt or train_run('softmax'), 'linear': linear_ckpt or train_run('linear')}
     meta = numeric_meta(data_dir)
     from eval_tasks import check_same_tokenizer, numeric_rows, numeric_scores
