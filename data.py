@@ -163,14 +163,20 @@ def load_meta(data_dir):
     return meta
 
 
-def open_split(data_dir, split, model_vocab_size=None):
-    """Validated memmaps of every shard of `split`, checked against meta.json and the model."""
+def _split_meta(data_dir, split, model_vocab_size=None):
+    """meta.json of data_dir, checked to have `split` and to fit the model's vocabulary."""
     meta = load_meta(data_dir)
     if split not in meta['splits']:
         raise DataError(f"no '{split}' split in {data_dir}; available: {', '.join(meta['splits']) or 'none'}")
     if model_vocab_size is not None and meta['vocab_size'] > model_vocab_size:
         raise DataError(f"data vocabulary {meta['vocab_size']} is larger than the model's vocab_size "
                         f"{model_vocab_size} ({data_dir}): set --vocab_size={meta['vocab_size']} or larger")
+    return meta
+
+
+def open_split(data_dir, split, model_vocab_size=None):
+    """Validated memmaps of every shard of `split`, checked against meta.json and the model."""
+    meta = _split_meta(data_dir, split, model_vocab_size)
     paths = shard_paths(data_dir, split)
     expected = meta['splits'][split]
     if len(paths) != expected['shards']:
@@ -410,6 +416,8 @@ def get_tokenizer(spec):
         return _tiktoken(spec, 'gpt2_gptlab', base._pat_str, base._mergeable_ranks, specials)
     if kind in ('bpe', 'tiktoken'):
         return _tiktoken(spec, spec.get('name', kind), spec['pattern'], parse_ranks(spec['ranks']), spec['specials'])
+    if kind == 'numeric':
+        return NumericTokenizer(spec['n_values'])
     raise DataError(f"unknown tokenizer kind {kind!r}: use one of 'byte', 'gpt2', 'bpe'")
 
 
@@ -632,3 +640,79 @@ def write_seq2seq_records(data_dir, split_records, vocab_size):
         counts[split] = {'records': len(recs), 'src_tokens': int(sum(len(r['src']) for r in recs)),
                          'tgt_tokens': int(sum(len(r['tgt']) for r in recs))}
     return counts
+
+
+# records batches (objective 'records') and the numeric tokenizer (prepare/numeric.py)
+
+def open_records(data_dir, split, model_vocab_size=None):
+    """The records set `data_dir/<split>.bin`, checked against meta.json; .pad_id comes from meta."""
+    meta = _split_meta(data_dir, split, model_vocab_size)
+    recs = Records(os.path.join(data_dir, f'{split}.bin'))
+    if len(recs) != meta['splits'][split].get('records'):
+        raise DataError(f"{data_dir} '{split}' has {len(recs)} records but meta.json lists "
+                        f"{meta['splits'][split].get('records')}: re-run `{_prepare_hint(data_dir)}`")
+    recs.pad_id = meta['pad_id']
+    return recs
+
+
+def records_xy(seqs, pad_id, block_size):
+    """Next-token pairs of whole sequences, right-padded to the longest: x pads with pad_id, y with -100
+    (no loss), so a padded position never changes a real one (the models are causal)."""
+    import torch
+    n = max(len(s) for s in seqs) - 1
+    if n + 1 > block_size + 1:
+        raise DataError(f"a record of {n + 1} tokens does not fit block_size={block_size}: "
+                        f"set --block_size={n} or more")
+    x = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    y = torch.full((len(seqs), n), -100, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        s = torch.from_numpy(np.asarray(s, dtype=np.int64))
+        x[r, :len(s) - 1], y[r, :len(s) - 1] = s[:-1], s[1:]
+    return x, y
+
+
+def get_records_batch(recs, field, block_size, batch_size, seed, index):
+    """batch_size random records (field `field`) -> padded (x, y); (seed, index) alone fixes the batch."""
+    rng = np.random.Generator(np.random.PCG64([seed, index]))
+    rows = rng.integers(0, len(recs), size=batch_size)
+    return records_xy([recs[int(i)][field] for i in rows], recs.pad_id, block_size)
+
+
+def iter_records_batches(recs, field, block_size, batch_size, max_batches=None):
+    """Deterministic batches of consecutive records from the start (validation loss)."""
+    for b, i in enumerate(range(0, len(recs), batch_size)):
+        if max_batches and b >= max_batches:
+            return
+        yield records_xy([recs[j][field] for j in range(i, min(i + batch_size, len(recs)))],
+                         recs.pad_id, block_size)
+
+
+class NumericTokenizer:
+    """Integers 0..n_values-1 are their own ids; then <|endoftext|>, <|sep|> and <|pad|> (pad is the last
+    id). Text is numbers separated by spaces, '|' for sep: encode('| 3 5 7'), decode -> ' | 3 5 7'."""
+
+    def __init__(self, n_values):
+        self.n = int(n_values)
+        self.spec = {'kind': 'numeric', 'n_values': self.n}
+        self.eot_id, self.sep_id, self.pad_id = self.n, self.n + 1, self.n + 2
+        self.vocab_size = self.n + 3
+
+    def encode(self, text):
+        ids = []
+        for w in text.replace('|', ' | ').split():
+            if w == '|':
+                ids.append(self.sep_id)
+            elif w.isdigit() and int(w) < self.n:
+                ids.append(int(w))
+            else:
+                raise DataError(f"'{w}' is not a number in 0..{self.n - 1} or '|': "
+                                f"a numeric prompt is numbers separated by spaces")
+        return ids
+
+    def encode_batch(self, texts):
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids):
+        # a leading space per token, so a streamed continuation reads '3 5 7' + ' 9 11'
+        words = {self.sep_id: ' |', self.eot_id: '\n'}
+        return ''.join(f' {int(i)}' if int(i) < self.n else words.get(int(i), '') for i in ids)

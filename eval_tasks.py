@@ -3,8 +3,10 @@
     python eval_tasks.py ppl --ckpt=out/quickstart_s1337 --data=stdlib --split=val --stride=64
 
 Tasks: ppl (sliding-window perplexity), seq2seq (target perplexity for encoder-decoder and
-decoder-only alike, ROUGE of generated summaries, decoded samples). Each task is one function `task_<name>(model, tokenizer)`
-reading the settings below; results print as a markdown table and are written as JSON to `out`.
+decoder-only alike, ROUGE of generated summaries, decoded samples), numeric (per-type accuracy and
+exact match on prepare/numeric.py's sequences, at training and longer lengths). Each task is one
+function `task_<name>(model, tokenizer)` reading the settings below; results print as a markdown
+table and are written as JSON to `out`.
 """
 import json
 import math
@@ -113,7 +115,7 @@ def markdown_table(rows):
 # target plus its <|endoftext|>, given the source (through the encoder, or as context before
 # [SEP]; a model trained on raw text continues the source with no [SEP]). Decoder-only models
 # trained on raw text also get whole-document perplexity. Greedy generation -> ROUGE-1/2/L.
-max_records = 0      # seq2seq: score at most this many records of `split` (0 = all)
+max_records = 0      # seq2seq, numeric: score at most this many records per split (0 = all)
 generate = 0         # seq2seq: generate for the first N records and score ROUGE-1/2/L against the targets
 max_new_tokens = 64  # seq2seq: generation length limit (stops at <|endoftext|>)
 num_samples = 3      # seq2seq: decoded samples kept in the results
@@ -193,7 +195,73 @@ def task_seq2seq(model, tokenizer, ckpt_meta):
     return res
 
 
-TASKS = {'ppl': task_ppl, 'seq2seq': task_seq2seq}
+# ----------------------------------------------------------------------------- numeric (prepare/numeric.py)
+# Each test sequence is [sep, x1..xL]: the first `prompt_values` values are context, the rest is scored:
+# loss and next-token accuracy teacher-forced, and exact match of the greedy continuation generated
+# through model.generate (KV cache, or the recurrent state of attn='linear').
+prompt_values = 4            # numeric: values given before the scored continuation
+numeric_splits = 'test,test_long'   # numeric: records splits to score (test_long = longer than training)
+
+
+@torch.no_grad()
+def numeric_scores(model, recs, n_types, k, batch_size, device):
+    """Per type: [records, scored tokens, nll sum, correct next tokens, exact continuations]."""
+    model.eval()
+    bs = model.config.block_size
+    acc = np.zeros((n_types, 5))
+    for i in range(0, len(recs), batch_size):
+        rows = [recs[j] for j in range(i, min(i + batch_size, len(recs)))]
+        seqs = [np.asarray(r['seq'], dtype=np.int64) for r in rows]
+        if min(len(s) for s in seqs) < k + 2:
+            raise UserError(f"a sequence has fewer than prompt_values+1={k + 1} values: lower --prompt_values")
+        if max(len(s) for s in seqs) > bs + 1:
+            raise UserError(f"{recs.path} has sequences of {max(len(s) for s in seqs)} tokens, more than the model's "
+                            f"block_size+1={bs + 1}: generation would slide its window; evaluate shorter lengths")
+        x, y = datalib.records_xy(seqs, recs.pad_id, bs)
+        y[:, :k] = -100  # the prompt is context, not scored
+        x, y = x.to(device), y.to(device)
+        logits, _ = model(x)
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-100, reduction='none')
+        mask = y != -100
+        correct = (logits.argmax(-1) == y) & mask
+        gen = model.generate(x[:, :k + 1], max(len(s) for s in seqs) - k - 1, temperature=0)
+        for r, (rec, s) in enumerate(zip(rows, seqs)):
+            t = int(rec['type'][0])
+            exact = torch.equal(gen[r, k + 1:len(s)].cpu(), torch.from_numpy(s[k + 1:]))
+            acc[t] += [1, mask[r].sum().item(), nll[r].sum().item(), correct[r].sum().item(), exact]
+    return acc
+
+
+def numeric_rows(acc, types, split_name, lengths):
+    """Markdown/JSON rows from numeric_scores' counts: one per type, then 'all'."""
+    rows = []
+    for name, a in list(zip(types, acc)) + [('all', acc.sum(0))]:
+        n, tok, nll, cor, ex = a
+        rows.append({'split': split_name, 'lengths': lengths, 'type': name, 'sequences': int(n),
+                     'loss': round(nll / max(tok, 1), 4), 'next_acc': round(cor / max(tok, 1), 4),
+                     'exact': round(ex / max(n, 1), 4)})
+    return rows
+
+
+def task_numeric(model, tokenizer, ckpt_meta):
+    data_dir = os.path.join(data_root, data)
+    check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
+    meta = datalib.load_meta(data_dir)
+    if 'types' not in meta:
+        raise UserError(f"{data_dir} is not a numeric data set (no 'types' in meta.json): pass --data=numeric")
+    dev = next(model.parameters()).device
+    rows = []
+    for sp in [s.strip() for s in numeric_splits.split(',') if s.strip()]:
+        recs = datalib.open_records(data_dir, sp, model.config.vocab_size)
+        if max_records:
+            recs.offsets = recs.offsets[:max_records]
+        lens = [len(recs[i]['seq']) - 1 for i in range(len(recs))]
+        acc = numeric_scores(model, recs, len(meta['types']), prompt_values, batch_size, dev)
+        rows += numeric_rows(acc, meta['types'], sp, f'{min(lens)}-{max(lens)}')
+    return rows
+
+
+TASKS = {'ppl': task_ppl, 'seq2seq': task_seq2seq, 'numeric': task_numeric}
 
 
 def main():

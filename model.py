@@ -43,6 +43,7 @@ class GPTConfig:
     ngpt: bool = False
     diff_input: bool = False
     n_encoder_layer: int = 0     # 0 = decoder-only
+    linear_chunk: int = 64       # attn='linear': training-time chunk length (quadratic only inside a chunk)
 
     def __post_init__(self):
         for name, value, valid in (('pos_emb', self.pos_emb, POS_EMBS), ('norm', self.norm, NORMS),
@@ -64,9 +65,8 @@ class GPTConfig:
             if bad:
                 raise ValueError(f"ngpt=True does not combine with {', '.join(bad)}; use bias=False, mlp='swiglu', "
                                  f"pos_emb='rope' (or 'none'), qk_norm=False, diff_input=False")
-        for flag, on in (('attn', self.attn == 'linear'),):
-            if on:
-                raise ValueError(f"{flag}={getattr(self, flag)!r} is not implemented yet in this version of model.py")
+        if self.linear_chunk < 1:
+            raise ValueError(f"linear_chunk must be >= 1, got {self.linear_chunk}")
         if self.n_encoder_layer > 0:  # n_encoder_layer: the variants the encoder-decoder supports
             for flag, on in (('attn', self.attn != 'softmax'), ('ngpt', self.ngpt), ('diff_input', self.diff_input)):
                 if on:
@@ -222,6 +222,7 @@ class CausalSelfAttention(nn.Module):
             self.base_scale = ngpt_base_scale(config)
             self.sqk = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
         self.rec = None  # set by GPT.record(): a dict to store attention weights in
+        self.linear_chunk = config.linear_chunk if config.attn == 'linear' else 0
 
     def forward(self, x, rope=None, cache=None):
         B, T, C = x.shape
@@ -235,6 +236,15 @@ class CausalSelfAttention(nn.Module):
         if self.ngpt:  # softmax scale sqrt(hd) instead of 1/sqrt(hd): folded into q, so every path below is shared
             sqk = ngpt_scaled(self.sqk, 1.0, self.base_scale).view(1, self.n_qk_head, 1, self.head_dim)
             q, k = sqk * F.normalize(q, dim=-1) * self.head_dim, sqk * F.normalize(k, dim=-1)
+        if self.linear_chunk:  # attn='linear': a recurrent state (S, z) in the cache instead of keys/values
+            state = (cache['S'], cache['z']) if cache is not None and 'S' in cache else None
+            y, S, z = linear_attention(q, k, v, self.linear_chunk, state)
+            if cache is not None:
+                cache['S'], cache['z'] = S, z
+            if self.rec is not None:
+                self.rec[f'{self.name}.attn'] = linear_attention_weights(q, k, state).detach()
+            y = y.transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.c_proj(y))
         if cache is not None:  # KV cache: append this step's keys/values
             if 'k' in cache:
                 k, v = torch.cat((cache['k'], k), dim=2), torch.cat((cache['v'], v), dim=2)
@@ -277,6 +287,56 @@ class CausalSelfAttention(nn.Module):
             self.rec[f'{self.name}.attn1'], self.rec[f'{self.name}.attn2'] = att[:, :, 0], att[:, :, 1]
             self.rec[f'{self.name}.attn'] = (att[:, :, 0] - lam * att[:, :, 1]).detach()
         return self.subln(y[:, :, 0] - lam * y[:, :, 1]) * (1 - self.lambda_init)
+
+
+# ----------------------------------------------------------------------------- attn='linear'
+# Causal linear attention (Katharopoulos et al. 2020) with feature map phi(x) = elu(x) + 1 > 0:
+#     y_t = phi(q_t) S_t / (phi(q_t) . z_t),   S_t = sum_{s<=t} phi(k_s) v_s^T,   z_t = sum_{s<=t} phi(k_s)
+# Training runs in chunks of `chunk` positions: inside a chunk the masked (C x C) kernel matrix,
+# across chunks the state (S, z) summed over all earlier chunks, so the cost is O(T C d + T d^2).
+# Generation carries (S, z) per layer in the cache: O(1) per token, whatever the context length.
+
+def linear_feature(x):
+    return F.elu(x) + 1
+
+
+def linear_attention(q, k, v, chunk, state=None):
+    """q, k, v (B, H, T, d). state: (S (B, H, d, dv), z (B, H, d)) of the tokens before, or None.
+    Returns y (B, H, T, dv) and the state after the last token (computed in float32)."""
+    B, H, T, D = q.shape
+    fq, fk, vf = linear_feature(q.float()), linear_feature(k.float()), v.float()
+    C = min(chunk, T)
+    N = -(-T // C)
+    pad = N * C - T  # zero features and values in the padded tail: they add nothing to any state
+    if pad:
+        fq, fk, vf = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, vf))
+    fq, fk, vf = (t.view(B, H, N, C, -1) for t in (fq, fk, vf))
+    kv = fk.transpose(-1, -2) @ vf                       # (B, H, N, d, dv): each chunk's contribution
+    ks = fk.sum(3)                                       # (B, H, N, d)
+    S_incl, z_incl = kv.cumsum(2), ks.cumsum(2)          # carried state after each chunk
+    S_prev, z_prev = S_incl - kv, z_incl - ks            # ... and before it
+    S_end, z_end = S_incl[:, :, -1], z_incl[:, :, -1]
+    if state is not None:
+        S0, z0 = state
+        S_prev, z_prev = S_prev + S0[:, :, None], z_prev + z0[:, :, None]
+        S_end, z_end = S_end + S0, z_end + z0
+    mask = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    a = (fq @ fk.transpose(-1, -2)).masked_fill(~mask, 0.0)     # (B, H, N, C, C) causal kernel in a chunk
+    num = fq @ S_prev + a @ vf
+    den = (fq * z_prev[:, :, :, None]).sum(-1) + a.sum(-1)
+    y = (num / den[..., None]).reshape(B, H, N * C, -1)[:, :, :T]
+    return y.to(q.dtype), S_end, z_end
+
+
+def linear_attention_weights(q, k, state=None):
+    """Normalized kernel weights (B, H, T, T) of the current tokens, for model.record(): entry (t, s) is
+    phi(q_t).phi(k_s) / (phi(q_t) . z_t). Rows sum to 1 (less the share of earlier, stateful tokens)."""
+    fq, fk = linear_feature(q.float()), linear_feature(k.float())
+    a = (fq @ fk.transpose(-1, -2)).tril()
+    den = a.sum(-1, keepdim=True)
+    if state is not None:
+        den = den + (fq * state[1][:, :, None]).sum(-1, keepdim=True)
+    return a / den
 
 
 # ----------------------------------------------------------------------------- MLP

@@ -52,6 +52,7 @@ attn = 'softmax'
 ngpt = False
 diff_input = False
 n_encoder_layer = 0
+linear_chunk = 64            # attn='linear': chunk length of the training-time computation
 # batches and length of training
 batch_size = 16              # micro batch per rank
 grad_accum = 1               # micro steps per optimizer step (per rank)
@@ -121,7 +122,7 @@ def lr_at(step, cfg, total):
 
 
 def check_settings(cfg):
-    choices = {'objective': ('lm', 'seq2seq'),
+    choices = {'objective': ('lm', 'seq2seq', 'records'),
                'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
                'lr_schedule': ('cosine', 'wsd', 'constant'),
                'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
@@ -142,6 +143,8 @@ def open_objective_data(cfg, data_dir, split):
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
     if cfg['objective'] == 'seq2seq':
         return datalib.open_seq2seq(data_dir, split, cfg['vocab_size'])
+    if cfg['objective'] == 'records':  # one whole sequence per row (field 'seq'), padded by the loader
+        return datalib.open_records(data_dir, split, cfg['vocab_size'])
 
 
 def objective_batch(cfg, d, index):
@@ -151,6 +154,9 @@ def objective_batch(cfg, d, index):
         return {'x': x, 'y': y}
     if cfg['objective'] == 'seq2seq':
         return datalib.get_seq2seq_batch(d, seq2seq_form(cfg), cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+    if cfg['objective'] == 'records':
+        x, y = datalib.get_records_batch(d, 'seq', cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+        return {'x': x, 'y': y}
 
 
 def objective_eval_batches(cfg, d):
@@ -161,11 +167,14 @@ def objective_eval_batches(cfg, d):
     if cfg['objective'] == 'seq2seq':
         yield from datalib.iter_seq2seq_eval_batches(d, seq2seq_form(cfg), cfg['block_size'], cfg['batch_size'],
                                                      cfg['eval_iters'])
+    if cfg['objective'] == 'records':
+        for x, y in datalib.iter_records_batches(d, 'seq', cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
+            yield {'x': x, 'y': y}
 
 
 def objective_loss(model, b, cfg):
     """Scalar loss of one micro batch."""
-    if cfg['objective'] == 'lm':
+    if cfg['objective'] in ('lm', 'records'):
         return model(b['x'], b['y'])[1]
     if cfg['objective'] == 'seq2seq':  # the loader put -100 on every non-target position
         return model(b['x'], b['y'], src=b.get('src'))[1]
