@@ -238,12 +238,16 @@ def run_branch(cfg, run_dir, budget, redo, tokens_per_step, ddp, rank, world, de
 
 def open_objective_data(cfg, data_dir, split):
     if cfg['objective'] == 'lm':
+        if cfg['algo_data'] and split == 'train':  # algo_data: algorithmic examples mixed into pretraining
+            return {'shards': datalib.open_split(data_dir, split, cfg['vocab_size']), 'algo': open_algo_data(cfg, data_dir)}
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
 
 
 def objective_batch(cfg, d, index):
     """Micro batch number `index` of the training split: (seed, index) fixes it."""
     if cfg['objective'] == 'lm':
+        if cfg['algo_data']:
+            return algo_mix_batch(cfg, d, index)
         x, y = datalib.get_lm_batch(d, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
         return {'x': x, 'y': y}
 
@@ -259,6 +263,34 @@ def objective_loss(model, b, cfg):
     """Scalar loss of one micro batch."""
     if cfg['objective'] == 'lm':
         return model(b['x'], b['y'])[1]
+
+
+# algo_data: a fraction algo_mix of the rows of each lm batch are algorithmic examples
+# (prepare/algorithmic.py records), packed from a record boundary; (seed, index) still fixes the batch.
+def open_algo_data(cfg, data_dir):
+    path = os.path.join(cfg['data_root'], cfg['algo_data'])
+    meta, main_meta = datalib.load_meta(path), datalib.load_meta(data_dir)
+    if not 0 <= cfg['algo_mix'] <= 1:
+        raise UserError(f"algo_mix must be in [0, 1], got {cfg['algo_mix']}")
+    if meta['tokenizer'] != main_meta['tokenizer'] or meta.get('block_size') != cfg['block_size']:
+        raise UserError(f"algo_data {path} was made for another tokenizer or block_size ({meta.get('block_size')}); "
+                        f"run python prepare/algorithmic.py --data={cfg['data']} --block_size={cfg['block_size']}")
+    return datalib.read_records(os.path.join(path, 'train.bin'))
+
+
+def algo_mix_batch(cfg, d, index):
+    import numpy as np
+    x, y = datalib.get_lm_batch(d['shards'], cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+    x, y, recs, T = x.clone(), y.clone(), d['algo'], cfg['block_size']
+    rng = np.random.Generator(np.random.PCG64([cfg['seed'], index, 1]))  # a stream apart from get_lm_batch's
+    for r in np.flatnonzero(rng.random(cfg['batch_size']) < cfg['algo_mix']):
+        i, parts, n = int(rng.integers(len(recs))), [], 0
+        while n < T + 1:
+            parts.append(recs[i]['tokens'])
+            n, i = n + len(parts[-1]), (i + 1) % len(recs)
+        buf = torch.from_numpy(np.concatenate(parts)[:T + 1].astype(np.int64))
+        x[r], y[r] = buf[:-1], buf[1:]
+    return {'x': x, 'y': y}
 
 
 def to_device(b, dev, device_type):
