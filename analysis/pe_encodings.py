@@ -76,7 +76,7 @@ def plot_encodings(path, n_pos, d, learned=None, head=64, theta=10000.0):
                  f'(bottom); {n_pos} positions, d={d}', fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fig.savefig(path, dpi=64)
+    fig.savefig(path, dpi=56)
     plt.close(fig)
     return path
 

@@ -45,6 +45,7 @@ eval_windows = 8         # val windows of 4x the context for perplexity by posit
 seed = 1337
 threads = 1              # torch threads per training process (the CPU is often shared)
 quick = False            # tiny models and a few steps: the whole study in seconds (tests)
+figures_only = False     # redo the table and figures from <out_dir>/results.json (no training)
 
 
 def run(cmd):
@@ -133,11 +134,12 @@ def figures(results, runs, learned_ckpt):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c, (enc, r) in enumerate(results.items()):
         y = np.asarray(r['loss_by_position'])
-        k = max(1, len(y) // 64)  # average over buckets of positions
+        k = max(1, block_size // 8)  # average over buckets of positions (8 per training context)
         y = y[:len(y) // k * k].reshape(-1, k).mean(1)
         ax.plot(np.arange(len(y)) * k + k / 2, np.exp(y), color=colors[c], label=enc)
     ax.axvline(block_size, color='k', ls='--', lw=1, label='training context')
-    ax.set(xlabel='position', ylabel='perplexity', yscale='log', title='pe_study: perplexity by position (val, 4x context)')
+    ax.set(xlabel=f'position (mean over buckets of {max(1, block_size // 8)})', ylabel='perplexity', yscale='log',
+           title=f'pe_study: perplexity by position, {eval_windows} val windows of 4x the context')
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(os.path.join(figures_dir, 'ppl_by_position.png'), dpi=90)
@@ -153,7 +155,7 @@ def figures(results, runs, learned_ckpt):
     ax.set_yticks(range(len(results)), list(results), fontsize=8)
     for (i, j), v in np.ndenumerate(mat):
         ax.text(j, i, 'n/a' if np.isnan(v) else f'{v:.2f}', ha='center', va='center', fontsize=6,
-                color='w' if np.isnan(v) or v < 0.5 else 'k')
+                color='k' if np.isnan(v) or v >= 0.5 else 'w')
     ax.set_title('pe_study: greedy exact match per task, in (id) and out of distribution (ood)')
     fig.colorbar(im, ax=ax, label='accuracy')
     fig.tight_layout()
@@ -174,6 +176,12 @@ def main():
     if bad:
         raise configurator.UserError(f"unknown encodings {bad}; valid: {', '.join(POS_EMBS)}")
     torch.set_num_threads(threads)
+    if figures_only:
+        with open(os.path.join(out_dir, 'results.json')) as f:
+            saved = json.load(f)
+        figures(saved['results'], saved['runs'], saved['runs'].get('learned'))
+        print(f"wrote {figures_dir}/*.png from {out_dir}/results.json")
+        return
     t0 = time.time()
     data_dir = os.path.join(data_root, data)
     if not datalib.is_prepared(data_dir):
