@@ -10,6 +10,7 @@ ranks equals one process with W times the accumulation.
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,10 @@ init_from = 'scratch'        # 'scratch' | 'resume' | path to a checkpoint (.pt)
 data = 'stdlib'              # data set under data_root (prepared by prepare/<name>.py)
 data_root = 'data'
 auto_prepare = False         # run prepare/<data>.py first when the data set is missing
-objective = 'lm'             # 'lm' | 'seq2seq' (source/target records; form follows n_encoder_layer) (later: 'dpo')
+objective = 'lm'             # 'lm' | 'seq2seq' (source/target records) | 'records' (one sequence per row) (later: 'dpo')
+model_size = ''              # '' | 'tiny' | 'small' | 'medium' | 'large': a preset (MODEL_SIZES); explicit values win
+algo_data = ''               # lm: records of algorithmic tasks (prepare/algorithmic.py) mixed into pretraining
+algo_mix = 0.1               # lm with algo_data: fraction of batch rows drawn from algo_data
 # model (GPTConfig flags; vocab_size 0 = the data's vocabulary padded to a multiple of 64)
 vocab_size = 0
 block_size = 256
@@ -72,6 +76,9 @@ lr_schedule = 'cosine'       # 'cosine' | 'wsd' | 'constant'
 warmup_iters = 100
 decay_frac = 0.1             # wsd: the last decay_frac of training decays to min_lr
 decay_shape = 'linear'       # wsd: 'linear' | 'cosine' | '1-sqrt'
+decay_budgets = []           # wsd: token budgets; the stable run saves a pre-decay checkpoint for each, then
+                             # runs every decay branch into <run_dir>/decay_<budget>/
+branch = 0                   # > 0: (re-)run only the decay branch of this budget, from its pre-decay checkpoint
 # evaluation, logging, checkpoints
 eval_interval = 250
 eval_iters = 20
@@ -134,12 +141,114 @@ def check_settings(cfg):
             raise UserError(f"{k} must be >= 1, got {cfg[k]}")
 
 
+# ----------------------------------------------------------------------------- model_size
+# The positional-encoding study's sizes (tied embeddings; parameter counts in the README). The
+# preset is applied first and the config files and --key=value are applied again on top, so an
+# explicit value always wins (e.g. --model_size=tiny --n_layer=2 --max_tokens=1e6 for a smoke test).
+# Batches are tokens per optimizer step (global_batch_tokens) with a per-GPU micro batch.
+MODEL_SIZES = {  # n_embd, n_layer, n_head, micro batch, global batch tokens, learning rate, max token budget
+    'tiny':   (512, 6, 8, 32, 262144, 6e-4, 2_400_000_000),
+    'small':  (768, 12, 12, 16, 524288, 3e-4, 6_600_000_000),
+    'medium': (1024, 24, 16, 8, 524288, 2e-4, 18_800_000_000),
+    'large':  (2048, 16, 32, 4, 1048576, 1e-4, 48_400_000_000),
+}
+
+
+def format_tokens(n):
+    """2400000000 -> '2.4B' (run names and plots)."""
+    for unit, div in (('B', 1e9), ('M', 1e6), ('K', 1e3)):
+        if n >= div:
+            return f"{n / div:.4g}{unit}"
+    return str(int(n))
+
+
+def apply_model_size(g):
+    """Reset the settings `g` (train.py's globals) to the defaults, apply the preset, then the
+    config files and --key=value again. Returns the resolved config."""
+    size = g['model_size']
+    if size not in MODEL_SIZES:
+        raise UserError(f"unknown model_size '{size}'; valid values: '', {', '.join(MODEL_SIZES)}")
+    d, layers, heads, micro, batch_tokens, lr, budget = MODEL_SIZES[size]
+    g.update(DEFAULTS)
+    g.update(model_size=size, n_embd=d, n_layer=layers, n_head=heads, block_size=1024, batch_size=micro,
+             global_batch_tokens=batch_tokens, learning_rate=lr, min_lr=lr / 10, max_tokens=budget,
+             run_name='{model_size}_{pos_emb}_{budget}_s{seed}')
+    cfg = configurator.configure(g)
+    cfg['max_tokens'] = g['max_tokens'] = int(cfg['max_tokens'])  # --max_tokens=2.4e9 is fine
+    cfg['run_name'] = g['run_name'] = cfg['run_name'].replace('{budget}', format_tokens(cfg['max_tokens']))
+    print(f"model_size {size}: n_embd={cfg['n_embd']} n_layer={cfg['n_layer']} n_head={cfg['n_head']} "
+          f"block_size={cfg['block_size']} lr={cfg['learning_rate']:g} budget={format_tokens(cfg['max_tokens'])} "
+          f"tokens (parameters in train_begin)")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- decay_budgets
+# WSD gives a model per token budget from one run: the learning rate is the same for every budget
+# until its decay starts, so the stable run saves a checkpoint at each budget's decay start
+# (ckpt/predecay_<budget>.pt) and stops at the last one; each branch then resumes from its checkpoint
+# with max_tokens=budget into <run_dir>/decay_<budget>/ (same step and token axis). A branch equals
+# an uninterrupted WSD run of that budget. --branch=<budget> re-runs one branch from its checkpoint
+# (add --init_from=resume to continue an interrupted branch instead).
+RUNTIME_KEYS |= {'branch'}  # the branch command names the same run as the stable one
+
+
+def decay_points(cfg, tokens_per_step):
+    """{pre-decay step: [budgets]} of decay_budgets ({} without them)."""
+    if not cfg['decay_budgets']:
+        return {}
+    if cfg['lr_schedule'] != 'wsd':
+        raise UserError(f"decay_budgets needs lr_schedule='wsd', got '{cfg['lr_schedule']}'")
+    points = {}
+    for b in sorted({int(b) for b in cfg['decay_budgets']}):
+        total = math.ceil(b / tokens_per_step)
+        start = total - int(round(cfg['decay_frac'] * total))
+        if start < 1 or start == total:
+            raise UserError(f"decay budget {b} is {total} steps of {tokens_per_step} tokens: too short for a decay "
+                            f"of decay_frac={cfg['decay_frac']}; use larger budgets")
+        points.setdefault(start, []).append(b)
+    return points
+
+
+def predecay_path(run_dir, budget):
+    return os.path.join(run_dir, 'ckpt', f'predecay_{budget}.pt')
+
+
+def run_branch(cfg, run_dir, budget, redo, tokens_per_step, ddp, rank, world, dev, master):
+    """Train the decay branch of `budget` from the stable run's pre-decay checkpoint."""
+    src = predecay_path(run_dir, budget)
+    if budget not in {int(b) for b in cfg['decay_budgets']} or not os.path.exists(src):
+        raise UserError(f"no pre-decay checkpoint for budget {budget} ({src}); budgets: {cfg['decay_budgets']}; "
+                        f"run the stable run first (the same command without --branch)")
+    bdir = os.path.join(run_dir, f'decay_{budget}')
+    bcfg = {**cfg, 'decay_budgets': [], 'branch': 0, 'max_tokens': budget, 'out_dir': run_dir,
+            'run_name': f'decay_{budget}', 'init_from': 'resume', 'stop_after': 0}
+    last = os.path.join(bdir, 'ckpt', 'last.pt')
+    if not redo and os.path.exists(last) and load_checkpoint(last)['step'] >= math.ceil(budget / tokens_per_step):
+        if master:
+            print(f"decay branch {bdir} is complete", flush=True)
+        return bdir
+    if master and (redo or not os.path.exists(last)):  # start the branch from the pre-decay checkpoint
+        shutil.rmtree(bdir, ignore_errors=True)
+        os.makedirs(os.path.dirname(last))
+        shutil.copyfile(src, last + '.tmp')
+        os.replace(last + '.tmp', last)
+        with open(os.path.join(bdir, 'config.json'), 'w') as f:
+            json.dump(bcfg, f, indent=2)
+    if ddp:
+        torch.distributed.barrier()
+    if master:
+        print(f"decay branch {format_tokens(budget)} tokens: {bdir}", flush=True)
+    return train(bcfg, ddp, rank, world, dev, master)
+
+
 # ----------------------------------------------------------------------------- objectives
 # An objective is: how a split is opened, how micro batch `index` is drawn (a dict of tensors; the
 # loader in data.py pads and masks), and its loss. Each objective is one branch in each function.
 
 def open_objective_data(cfg, data_dir, split):
     if cfg['objective'] == 'lm':
+        if cfg['algo_data'] and split == 'train':  # algo_data: algorithmic examples mixed into pretraining
+            return {'shards': datalib.open_split(data_dir, split, cfg['vocab_size']), 'algo': open_algo_data(cfg, data_dir)}
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
     if cfg['objective'] == 'seq2seq':
         return datalib.open_seq2seq(data_dir, split, cfg['vocab_size'])
@@ -150,6 +259,8 @@ def open_objective_data(cfg, data_dir, split):
 def objective_batch(cfg, d, index):
     """Micro batch number `index` of the training split: (seed, index) fixes it."""
     if cfg['objective'] == 'lm':
+        if cfg['algo_data']:
+            return algo_mix_batch(cfg, d, index)
         x, y = datalib.get_lm_batch(d, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
         return {'x': x, 'y': y}
     if cfg['objective'] == 'seq2seq':
@@ -183,6 +294,34 @@ def objective_loss(model, b, cfg):
 def seq2seq_form(cfg):
     """seq2seq: the encoder reads the source (n_encoder_layer > 0), else `src [SEP] tgt` in one sequence."""
     return 'encdec' if cfg['n_encoder_layer'] > 0 else 'concat'
+
+
+# algo_data: a fraction algo_mix of the rows of each lm batch are algorithmic examples
+# (prepare/algorithmic.py records), packed from a record boundary; (seed, index) still fixes the batch.
+def open_algo_data(cfg, data_dir):
+    path = os.path.join(cfg['data_root'], cfg['algo_data'])
+    meta, main_meta = datalib.load_meta(path), datalib.load_meta(data_dir)
+    if not 0 <= cfg['algo_mix'] <= 1:
+        raise UserError(f"algo_mix must be in [0, 1], got {cfg['algo_mix']}")
+    if meta['tokenizer'] != main_meta['tokenizer'] or meta.get('block_size') != cfg['block_size']:
+        raise UserError(f"algo_data {path} was made for another tokenizer or block_size ({meta.get('block_size')}); "
+                        f"run python prepare/algorithmic.py --data={cfg['data']} --block_size={cfg['block_size']}")
+    return datalib.read_records(os.path.join(path, 'train.bin'))
+
+
+def algo_mix_batch(cfg, d, index):
+    import numpy as np
+    x, y = datalib.get_lm_batch(d['shards'], cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+    x, y, recs, T = x.clone(), y.clone(), d['algo'], cfg['block_size']
+    rng = np.random.Generator(np.random.PCG64([cfg['seed'], index, 1]))  # a stream apart from get_lm_batch's
+    for r in np.flatnonzero(rng.random(cfg['batch_size']) < cfg['algo_mix']):
+        i, parts, n = int(rng.integers(len(recs))), [], 0
+        while n < T + 1:
+            parts.append(recs[i]['tokens'])
+            n, i = n + len(parts[-1]), (i + 1) % len(recs)
+        buf = torch.from_numpy(np.concatenate(parts)[:T + 1].astype(np.int64))
+        x[r], y[r] = buf[:-1], buf[1:]
+    return {'x': x, 'y': y}
 
 
 def to_device(b, dev, device_type):
@@ -376,6 +515,8 @@ def ensure_data(cfg, master, ddp):
 
 def main():
     cfg = configurator.configure(globals())
+    if cfg['model_size']:
+        cfg = apply_model_size(globals())
     check_settings(cfg)
     ddp, rank, local_rank, world, dev = setup_distributed(cfg)
     master = rank == 0
@@ -420,9 +561,15 @@ def train(cfg, ddp, rank, world, dev, master):
     accum = cfg['grad_accum']
     tokens_per_step = tokens_per_micro * accum * world
     total_steps = math.ceil(cfg['max_tokens'] / tokens_per_step) if cfg['max_tokens'] > 0 else cfg['max_iters']
+    predecay = decay_points(cfg, tokens_per_step)
+    if predecay:  # decay_budgets: the schedule spans the largest budget; the stable run stops at its decay
+        total_steps = math.ceil(max(max(b) for b in predecay.values()) / tokens_per_step)
 
     # --- run dir, model, optimizer
     run_dir = choose_run_dir(cfg)
+    if cfg['branch']:
+        return run_branch(cfg, run_dir, cfg['branch'], cfg['init_from'] != 'resume', tokens_per_step,
+                          ddp, rank, world, dev, master)
     ckpt_path = os.path.join(run_dir, 'ckpt', 'last.safetensors' if cfg['ckpt_format'] == 'safetensors' else 'last.pt')
     start_step, ckpt = 0, None
     model_cfg = {k: cfg[k] for k in MODEL_KEYS}
@@ -533,6 +680,8 @@ def train(cfg, ddp, rank, world, dev, master):
     b = batch(start_step, 0)
     val_loss = None
     end_step = min(total_steps, cfg['stop_after']) if cfg['stop_after'] > 0 else total_steps
+    if predecay:
+        end_step = min(end_step, max(predecay))
     stop_signals = catch_stop_signals()
     for step in range(start_step, end_step):
         lr = lr_at(step, cfg, total_steps)
@@ -605,9 +754,12 @@ def train(cfg, ddp, rank, world, dev, master):
             val_loss = evaluate()
             log.event('evaluate', console=master, step=done, tokens=tokens, val_loss=round(val_loss, 5),
                       val_ppl=round(math.exp(min(val_loss, 50)), 3))
-        if is_ckpt:
+        if is_ckpt or done in predecay:
             checkpoint(done)
-        if ddp and (is_ckpt or is_eval):
+        for budget in predecay.get(done, []) if master else []:  # decay_budgets: this budget's decay starts here
+            shutil.copyfile(ckpt_path, predecay_path(run_dir, budget) + '.tmp')
+            os.replace(predecay_path(run_dir, budget) + '.tmp', predecay_path(run_dir, budget))
+        if ddp and (is_ckpt or is_eval or done in predecay):
             torch.distributed.barrier()
         if ddp and is_log:  # ranks agree on a stop request at log steps (no extra syncs elsewhere)
             flag = torch.tensor([float(bool(stop_signals))], device=dev)
@@ -634,6 +786,10 @@ def train(cfg, ddp, rank, world, dev, master):
     log.event('train_end', console=True, step=end_step, tokens=end_step * tokens_per_step,
               val_loss=None if val_loss is None else round(val_loss, 5), seconds=round(elapsed, 1), run_dir=run_dir)
     log.close()
+    if predecay and end_step == max(predecay):  # decay_budgets: the stable run is done, run every branch
+        for budget in sorted(b for bs in predecay.values() for b in bs):
+            run_branch(cfg, run_dir, budget, False, tokens_per_step, ddp, rank, world, dev, master)
+        return run_dir
     if master and cfg['sample_tokens'] > 0:
         from sample import stream_sample
         print(f"--- sample ({cfg['sample_tokens']} tokens, from {ckpt_path}) ---")
