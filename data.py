@@ -163,14 +163,20 @@ def load_meta(data_dir):
     return meta
 
 
-def open_split(data_dir, split, model_vocab_size=None):
-    """Validated memmaps of every shard of `split`, checked against meta.json and the model."""
+def _split_meta(data_dir, split, model_vocab_size=None):
+    """meta.json of data_dir, checked to have `split` and to fit the model's vocabulary."""
     meta = load_meta(data_dir)
     if split not in meta['splits']:
         raise DataError(f"no '{split}' split in {data_dir}; available: {', '.join(meta['splits']) or 'none'}")
     if model_vocab_size is not None and meta['vocab_size'] > model_vocab_size:
         raise DataError(f"data vocabulary {meta['vocab_size']} is larger than the model's vocab_size "
                         f"{model_vocab_size} ({data_dir}): set --vocab_size={meta['vocab_size']} or larger")
+    return meta
+
+
+def open_split(data_dir, split, model_vocab_size=None):
+    """Validated memmaps of every shard of `split`, checked against meta.json and the model."""
+    meta = _split_meta(data_dir, split, model_vocab_size)
     paths = shard_paths(data_dir, split)
     expected = meta['splits'][split]
     if len(paths) != expected['shards']:
@@ -410,6 +416,8 @@ def get_tokenizer(spec):
         return _tiktoken(spec, 'gpt2_gptlab', base._pat_str, base._mergeable_ranks, specials)
     if kind in ('bpe', 'tiktoken'):
         return _tiktoken(spec, spec.get('name', kind), spec['pattern'], parse_ranks(spec['ranks']), spec['specials'])
+    if kind == 'numeric':
+        return NumericTokenizer(spec['n_values'])
     raise DataError(f"unknown tokenizer kind {kind!r}: use one of 'byte', 'gpt2', 'bpe'")
 
 
@@ -535,6 +543,179 @@ def print_summary(out_dir, meta, n_docs, seconds):
     s = ', '.join(f"{k}: {v['tokens']:,} tokens in {v['shards']} shard(s)" for k, v in meta['splits'].items())
     print(f"wrote {out_dir}: {n_docs:,} documents; {s}; vocab {meta['vocab_size']} "
           f"({meta['tokenizer']['kind']}); {seconds:.1f}s")
+
+
+# ----------------------------------------------------------------------------------------------
+# seq2seq records (objective='seq2seq'): `seq2seq_<split>.bin/.idx/.json` with fields src, tgt,
+# next to a data set's meta.json. The loader makes the padded batches, in one of three forms that
+# all score the same tokens (the target, then <|endoftext|>):
+#   'encdec'  src -> encoder (padded with -1); decoder x = [sep] tgt, y = tgt [eot]
+#   'concat'  decoder-only x/y over  src [sep] tgt [eot], loss on tgt [eot] only
+#   'lm'      decoder-only x/y over  [eot] src tgt [eot]: a model trained on raw text continues src
+
+SEQ2SEQ_FORMS = ('encdec', 'concat', 'lm')
+
+
+def seq2seq_path(data_dir, split):
+    return os.path.join(data_dir, f'seq2seq_{split}.bin')
+
+
+def open_seq2seq(data_dir, split, model_vocab_size=None):
+    """Validated source/target records of one split (and meta's special ids)."""
+    meta = load_meta(data_dir)
+    path = seq2seq_path(data_dir, split)
+    if not os.path.isfile(path[:-4] + '.json'):
+        raise DataError(f"{data_dir} has no seq2seq records for split '{split}' (seq2seq_{split}.json): "
+                        f"prepare it with prepare/tiny_textbooks.py or prepare/samsum.py")
+    if model_vocab_size is not None and meta['vocab_size'] > model_vocab_size:
+        raise DataError(f"data vocabulary {meta['vocab_size']} is larger than the model's vocab_size "
+                        f"{model_vocab_size} ({data_dir}): set --vocab_size={meta['vocab_size']} or larger")
+    recs = Records(path)
+    if recs.fields != ['src', 'tgt']:
+        raise DataError(f"'{path}' has fields {recs.fields}, expected ['src', 'tgt']: re-run the prepare script")
+    if len(recs) == 0:
+        raise DataError(f"'{path}' holds no records: prepare more data")
+    recs.ids = {'pad': meta['pad_id'], 'sep': meta['sep_id'], 'eot': meta['eot_id']}
+    return recs
+
+
+def seq2seq_row(src, tgt, form, block_size, ids, score_source=False):
+    """One example -> (x, y, src) lists; y is -100 where there is no loss. Too long: the source loses
+    its start (the end is nearest the target), then the target its end."""
+    src, tgt = [int(t) for t in src], [int(t) for t in tgt]
+    if form == 'encdec':
+        return [ids['sep']] + tgt[:block_size - 1], (tgt + [ids['eot']])[:block_size], src[-block_size:]
+    prefix, mid = ([ids['eot']], []) if form == 'lm' else ([], [ids['sep']])
+    keep = max(0, block_size + 1 - len(prefix) - len(mid) - len(tgt) - 1)
+    src = src[len(src) - min(keep, len(src)):]
+    seq = (prefix + src + mid + tgt + [ids['eot']])[:block_size + 1]
+    first = 0 if score_source else len(prefix) + len(src) + len(mid) - 1  # position that predicts tgt[0]
+    y = [t if i >= first else -100 for i, t in enumerate(seq[1:])]
+    return seq[:-1], y, None
+
+
+def seq2seq_collate(rows, pad_id):
+    """Rows of (x, y, src) -> {'x', 'y'[, 'src']} right-padded to the longest row (x: pad, y: -100, src: -1)."""
+    import torch
+    T = max(len(x) for x, _, _ in rows)
+    x = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    y = torch.full((len(rows), T), -100, dtype=torch.long)
+    for r, (xr, yr, _) in enumerate(rows):
+        x[r, :len(xr)] = torch.tensor(xr, dtype=torch.long)
+        y[r, :len(yr)] = torch.tensor(yr, dtype=torch.long)
+    b = {'x': x, 'y': y}
+    if rows[0][2] is not None:
+        S = max(max(len(s) for _, _, s in rows), 1)
+        b['src'] = torch.full((len(rows), S), -1, dtype=torch.long)
+        for r, (_, _, s) in enumerate(rows):
+            b['src'][r, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return b
+
+
+def get_seq2seq_batch(recs, form, block_size, batch_size, seed, index, score_source=False):
+    """batch_size random records; (seed, index) alone fixes the batch (as in get_lm_batch)."""
+    if form not in SEQ2SEQ_FORMS:
+        raise DataError(f"unknown seq2seq form '{form}'; valid: {', '.join(SEQ2SEQ_FORMS)}")
+    rng = np.random.Generator(np.random.PCG64([seed, index]))
+    rows = [seq2seq_row(recs[int(i)]['src'], recs[int(i)]['tgt'], form, block_size, recs.ids, score_source)
+            for i in rng.integers(0, len(recs), size=batch_size)]
+    return seq2seq_collate(rows, recs.ids['pad'])
+
+
+def iter_seq2seq_eval_batches(recs, form, block_size, batch_size, max_batches=None, score_source=False):
+    """Records in order, batch_size at a time (max_batches=None or <= 0: all of them)."""
+    for n, i in enumerate(range(0, len(recs), batch_size)):
+        if max_batches and n >= max_batches:
+            return
+        rows = [seq2seq_row(recs[j]['src'], recs[j]['tgt'], form, block_size, recs.ids, score_source)
+                for j in range(i, min(i + batch_size, len(recs)))]
+        yield seq2seq_collate(rows, recs.ids['pad'])
+
+
+def write_seq2seq_records(data_dir, split_records, vocab_size):
+    """{split: list of {'src': ids, 'tgt': ids}} -> seq2seq_<split> records; returns counts for meta."""
+    counts = {}
+    for split, recs in split_records.items():
+        write_records(seq2seq_path(data_dir, split), recs, ['src', 'tgt'], vocab_size)
+        counts[split] = {'records': len(recs), 'src_tokens': int(sum(len(r['src']) for r in recs)),
+                         'tgt_tokens': int(sum(len(r['tgt']) for r in recs))}
+    return counts
+
+
+# records batches (objective 'records') and the numeric tokenizer (prepare/numeric.py)
+
+def open_records(data_dir, split, model_vocab_size=None):
+    """The records set `data_dir/<split>.bin`, checked against meta.json; .pad_id comes from meta."""
+    meta = _split_meta(data_dir, split, model_vocab_size)
+    recs = Records(os.path.join(data_dir, f'{split}.bin'))
+    if len(recs) != meta['splits'][split].get('records'):
+        raise DataError(f"{data_dir} '{split}' has {len(recs)} records but meta.json lists "
+                        f"{meta['splits'][split].get('records')}: re-run `{_prepare_hint(data_dir)}`")
+    recs.pad_id = meta['pad_id']
+    return recs
+
+
+def records_xy(seqs, pad_id, block_size):
+    """Next-token pairs of whole sequences, right-padded to the longest: x pads with pad_id, y with -100
+    (no loss), so a padded position never changes a real one (the models are causal)."""
+    import torch
+    n = max(len(s) for s in seqs) - 1
+    if n + 1 > block_size + 1:
+        raise DataError(f"a record of {n + 1} tokens does not fit block_size={block_size}: "
+                        f"set --block_size={n} or more")
+    x = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    y = torch.full((len(seqs), n), -100, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        s = torch.from_numpy(np.asarray(s, dtype=np.int64))
+        x[r, :len(s) - 1], y[r, :len(s) - 1] = s[:-1], s[1:]
+    return x, y
+
+
+def get_records_batch(recs, field, block_size, batch_size, seed, index):
+    """batch_size random records (field `field`) -> padded (x, y); (seed, index) alone fixes the batch."""
+    rng = np.random.Generator(np.random.PCG64([seed, index]))
+    rows = rng.integers(0, len(recs), size=batch_size)
+    return records_xy([recs[int(i)][field] for i in rows], recs.pad_id, block_size)
+
+
+def iter_records_batches(recs, field, block_size, batch_size, max_batches=None):
+    """Deterministic batches of consecutive records from the start (validation loss)."""
+    for b, i in enumerate(range(0, len(recs), batch_size)):
+        if max_batches and b >= max_batches:
+            return
+        yield records_xy([recs[j][field] for j in range(i, min(i + batch_size, len(recs)))],
+                         recs.pad_id, block_size)
+
+
+class NumericTokenizer:
+    """Integers 0..n_values-1 are their own ids; then <|endoftext|>, <|sep|> and <|pad|> (pad is the last
+    id). Text is numbers separated by spaces, '|' for sep: encode('| 3 5 7'), decode -> ' | 3 5 7'."""
+
+    def __init__(self, n_values):
+        self.n = int(n_values)
+        self.spec = {'kind': 'numeric', 'n_values': self.n}
+        self.eot_id, self.sep_id, self.pad_id = self.n, self.n + 1, self.n + 2
+        self.vocab_size = self.n + 3
+
+    def encode(self, text):
+        ids = []
+        for w in text.replace('|', ' | ').split():
+            if w == '|':
+                ids.append(self.sep_id)
+            elif w.isdigit() and int(w) < self.n:
+                ids.append(int(w))
+            else:
+                raise DataError(f"'{w}' is not a number in 0..{self.n - 1} or '|': "
+                                f"a numeric prompt is numbers separated by spaces")
+        return ids
+
+    def encode_batch(self, texts):
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids):
+        # a leading space per token, so a streamed continuation reads '3 5 7' + ' 9 11'
+        words = {self.sep_id: ' |', self.eot_id: '\n'}
+        return ''.join(f' {int(i)}' if int(i) < self.n else words.get(int(i), '') for i in ids)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,8 +3,16 @@
     python eval_tasks.py ppl --ckpt=out/quickstart_s1337 --data=stdlib --split=val --stride=64
     python eval_tasks.py preference --ckpt=out/dpo_quick --ref=out/sft_quick --data=stdlib_pairs_shuffle --split=test
 
-Tasks: ppl (sliding-window perplexity), preference (DPO preference accuracy and margin on pairs). Each task is one function `task_<name>(model, tokenizer)`
-reading the settings below; results print as a markdown table and are written as JSON to `out`.
+Tasks: ppl (sliding-window perplexity); seq2seq (target perplexity for encoder-decoder and
+decoder-only alike, ROUGE of generated summaries, decoded samples); numeric (per-type accuracy and
+exact match on prepare/numeric.py's sequences, at training and longer lengths); preference (DPO
+preference accuracy and margin of a checkpoint against a reference on pairs); algorithmic (six
+tasks, greedy exact match in and out of distribution, perplexity by position out to 4x the context):
+
+    python eval_tasks.py algorithmic --ckpt=out/pe_study/pe_rope --data=stdlib --algo_n=100 --algo_fewshot=2
+
+Each task is one function `task_<name>(model, tokenizer)` reading the settings below; results
+print as a markdown table and are written as JSON to `out`.
 """
 import json
 import math
@@ -28,6 +36,10 @@ max_tokens = 0       # ppl: score at most this many tokens (0 = the whole split)
 batch_size = 8
 device = 'auto'
 out = ''             # JSON results path ('' = <run dir>/eval_<task>.json when ckpt is a run dir)
+algo_n = 50          # algorithmic: examples per task and per split (in / out of distribution)
+algo_fewshot = 0     # algorithmic: solved examples of the same task before each query
+algo_seed = 4321     # algorithmic: examples differ from prepare/algorithmic.py's (seed 1337)
+algo_ppl_windows = 8 # algorithmic: val windows of 4x the context for perplexity by position
 ref = ''             # preference: reference checkpoint ('' = none: rewards are beta * log pi alone)
 beta = 0.1           # preference: implicit reward scale, as in training
 length_normalize = False  # preference: average response log-probs over tokens
@@ -141,13 +153,335 @@ def check_same_tokenizer(data_dir, spec):
 
 
 def markdown_table(rows):
-    keys = list(rows[0])
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))]  # samples etc. stay in the JSON
     lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
     lines += ['| ' + ' | '.join(str(r.get(k, '')) for k in keys) + ' |' for r in rows]
     return '\n'.join(lines)
 
 
-TASKS = {'ppl': task_ppl, 'preference': task_preference}
+# ----------------------------------------------------------------------------- seq2seq (n_encoder_layer study)
+# Perplexity on held-out targets, scored identically for both architectures: the tokens of each
+# target plus its <|endoftext|>, given the source (through the encoder, or as context before
+# [SEP]; a model trained on raw text continues the source with no [SEP]). Decoder-only models
+# trained on raw text also get whole-document perplexity. Greedy generation -> ROUGE-1/2/L.
+max_records = 0      # seq2seq, numeric: score at most this many records per split (0 = all)
+generate = 0         # seq2seq: generate for the first N records and score ROUGE-1/2/L against the targets
+max_new_tokens = 64  # seq2seq: generation length limit (stops at <|endoftext|>)
+num_samples = 3      # seq2seq: decoded samples kept in the results
+form = 'auto'        # seq2seq: 'auto' (encdec; concat if trained with objective=seq2seq; else lm) | 'encdec' | 'concat' | 'lm'
+
+
+def seq2seq_form_of(model, ckpt_meta):
+    if form != 'auto':
+        if form not in datalib.SEQ2SEQ_FORMS:
+            raise UserError(f"unknown form '{form}'; valid: auto, {', '.join(datalib.SEQ2SEQ_FORMS)}")
+        return form
+    if model.config.n_encoder_layer:
+        return 'encdec'
+    return 'concat' if ckpt_meta.get('config', {}).get('objective') == 'seq2seq' else 'lm'
+
+
+@torch.no_grad()
+def seq2seq_nll(model, recs, f, n_records, batch, device, score_source=False):
+    """Sum of -log p and the number of scored tokens over the first n_records records."""
+    model.eval()
+    nll, count = 0.0, 0
+    for b in datalib.iter_seq2seq_eval_batches(recs, f, model.config.block_size, batch, math.ceil(n_records / batch),
+                                               score_source):
+        b = {k: v.to(device) for k, v in b.items()}
+        logits, _ = model(b['x'], src=b.get('src'))
+        nll += torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), b['y'], ignore_index=-100,
+                                                 reduction='sum').item()
+        count += int((b['y'] != -100).sum())
+    return nll, count
+
+
+@torch.no_grad()
+def seq2seq_generate(model, src, f, ids, n_new, device):
+    """Greedy continuation for one source (the target's start token, or src [SEP]) up to <|endoftext|>."""
+    bs = model.config.block_size
+    src = [int(t) for t in src]
+    if f == 'encdec':
+        x, s = [ids['sep']], torch.tensor([src[-bs:]], device=device)
+    else:
+        x, s = ([ids['eot']] + src if f == 'lm' else src + [ids['sep']])[-bs:], None
+    out = model.generate(torch.tensor([x], device=device), n_new, temperature=0, src=s)[0, len(x):].tolist()
+    return out[:out.index(ids['eot'])] if ids['eot'] in out else out
+
+
+def rouge_f1(preds, refs):
+    """Mean ROUGE-1/2/L F1 (x100) from the maintained rouge-score package (Google's, stemming on)."""
+    from rouge_score import rouge_scorer
+    sc = rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)
+    scores = [sc.score(r, p) for p, r in zip(preds, refs)]
+    return {k: round(100 * sum(s[k].fmeasure for s in scores) / max(len(scores), 1), 2)
+            for k in ('rouge1', 'rouge2', 'rougeL')}
+
+
+def task_seq2seq(model, tokenizer, ckpt_meta):
+    data_dir = os.path.join(data_root, data)
+    check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
+    recs = datalib.open_seq2seq(data_dir, split, model.config.vocab_size)
+    f = seq2seq_form_of(model, ckpt_meta)
+    if model.config.n_encoder_layer and f != 'encdec':
+        raise UserError(f"form='{f}' needs a decoder-only checkpoint; this one has n_encoder_layer={model.config.n_encoder_layer}")
+    dev = next(model.parameters()).device
+    n = min(len(recs), max_records or len(recs))
+    nll, count = seq2seq_nll(model, recs, f, n, batch_size, dev)
+    res = {'task': 'seq2seq', 'data': data, 'split': split, 'form': f, 'records': n, 'target_tokens': count,
+           'target_loss': round(nll / count, 5), 'target_ppl': round(math.exp(nll / count), 4)}
+    if f == 'lm':  # raw-text model: every token of the document (source, target, end) scored too
+        dn, dc = seq2seq_nll(model, recs, f, n, batch_size, dev, score_source=True)
+        res.update(document_tokens=dc, document_ppl=round(math.exp(dn / dc), 4))
+    k = min(max(generate, num_samples), n)
+    preds = [seq2seq_generate(model, recs[i]['src'], f, recs.ids, max_new_tokens, dev) for i in range(k)]
+    if generate > 0:
+        res.update(rouge_f1([tokenizer.decode(p) for p in preds[:generate]],
+                            [tokenizer.decode(recs[i]['tgt']) for i in range(min(generate, n))]))
+        res['generated'] = min(generate, n)
+    res['samples'] = [{'source': tokenizer.decode(recs[i]['src']), 'reference': tokenizer.decode(recs[i]['tgt']),
+                       'generated': tokenizer.decode(preds[i])} for i in range(min(num_samples, k))]
+    return res
+
+
+# ----------------------------------------------------------------------------- numeric (prepare/numeric.py)
+# Each test sequence is [sep, x1..xL]: the first `prompt_values` values are context, the rest is scored:
+# loss and next-token accuracy teacher-forced, and exact match of the greedy continuation generated
+# through model.generate (KV cache, or the recurrent state of attn='linear').
+prompt_values = 4            # numeric: values given before the scored continuation
+numeric_splits = 'test,test_long'   # numeric: records splits to score (test_long = longer than training)
+
+
+@torch.no_grad()
+def numeric_scores(model, recs, n_types, k, batch_size, device):
+    """Per type: [records, scored tokens, nll sum, correct next tokens, exact continuations]."""
+    model.eval()
+    bs = model.config.block_size
+    acc = np.zeros((n_types, 5))
+    for i in range(0, len(recs), batch_size):
+        rows = [recs[j] for j in range(i, min(i + batch_size, len(recs)))]
+        seqs = [np.asarray(r['seq'], dtype=np.int64) for r in rows]
+        if min(len(s) for s in seqs) < k + 2:
+            raise UserError(f"a sequence has fewer than prompt_values+1={k + 1} values: lower --prompt_values")
+        if max(len(s) for s in seqs) > bs + 1:
+            raise UserError(f"{recs.path} has sequences of {max(len(s) for s in seqs)} tokens, more than the model's "
+                            f"block_size+1={bs + 1}: generation would slide its window; evaluate shorter lengths")
+        x, y = datalib.records_xy(seqs, recs.pad_id, bs)
+        y[:, :k] = -100  # the prompt is context, not scored
+        x, y = x.to(device), y.to(device)
+        logits, _ = model(x)
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-100, reduction='none')
+        mask = y != -100
+        correct = (logits.argmax(-1) == y) & mask
+        gen = model.generate(x[:, :k + 1], max(len(s) for s in seqs) - k - 1, temperature=0)
+        for r, (rec, s) in enumerate(zip(rows, seqs)):
+            t = int(rec['type'][0])
+            exact = torch.equal(gen[r, k + 1:len(s)].cpu(), torch.from_numpy(s[k + 1:]))
+            acc[t] += [1, mask[r].sum().item(), nll[r].sum().item(), correct[r].sum().item(), exact]
+    return acc
+
+
+def numeric_rows(acc, types, split_name, lengths):
+    """Markdown/JSON rows from numeric_scores' counts: one per type, then 'all'."""
+    rows = []
+    for name, a in list(zip(types, acc)) + [('all', acc.sum(0))]:
+        n, tok, nll, cor, ex = a
+        rows.append({'split': split_name, 'lengths': lengths, 'type': name, 'sequences': int(n),
+                     'loss': round(nll / max(tok, 1), 4), 'next_acc': round(cor / max(tok, 1), 4),
+                     'exact': round(ex / max(n, 1), 4)})
+    return rows
+
+
+def task_numeric(model, tokenizer, ckpt_meta):
+    data_dir = os.path.join(data_root, data)
+    check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
+    meta = datalib.load_meta(data_dir)
+    if 'types' not in meta:
+        raise UserError(f"{data_dir} is not a numeric data set (no 'types' in meta.json): pass --data=numeric")
+    dev = next(model.parameters()).device
+    rows = []
+    for sp in [s.strip() for s in numeric_splits.split(',') if s.strip()]:
+        recs = datalib.open_records(data_dir, sp, model.config.vocab_size)
+        if max_records:
+            recs.offsets = recs.offsets[:max_records]
+        lens = [len(recs[i]['seq']) - 1 for i in range(len(recs))]
+        acc = numeric_scores(model, recs, len(meta['types']), prompt_values, batch_size, dev)
+        rows += numeric_rows(acc, meta['types'], sp, f'{min(lens)}-{max(lens)}')
+    return rows
+
+
+# ----------------------------------------------------------------------------- algorithmic
+# Six tasks with a length or distance knob; in-distribution (id) and out-of-distribution (ood)
+# ranges are disjoint. Items are single digits or letters separated by spaces, so every tokenizer
+# splits them the same way; an answer ends with a newline. passkey and copy_distance put filler
+# tokens (a data set's text) between the information and the question: their knob is the length
+# of the whole example as a multiple of the training context (1x fits it exactly).
+ALGO_TASKS = {
+    'passkey': ((0.25, 0.5, 0.75, 1.0), (1.5, 2.0)),
+    'copy_distance': ((0.25, 0.5, 0.75, 1.0), (1.5, 2.0)),
+    'reverse': (tuple(range(3, 9)), tuple(range(9, 17))),
+    'sort': (tuple(range(3, 7)), tuple(range(7, 11))),
+    'no_carry_add': (tuple(range(2, 6)), tuple(range(6, 9))),
+    'simple_copy': (tuple(range(4, 13)), tuple(range(13, 21))),
+}
+ALGO_DIGITS, ALGO_LETTERS = '0123456789', 'abcdefghijklmnopqrstuvwxyz'
+
+
+def algo_items(rng, n, unique=False):
+    alphabet = ALGO_DIGITS if rng.random() < 0.5 else ALGO_LETTERS
+    return list(rng.choice(list(alphabet), size=n, replace=not unique))
+
+
+def algo_text(task, rng, knob):
+    """(head, tail, answer) of one example: the prompt is head + filler + tail (filler only for the
+    distance tasks), the answer is what follows it (without the final newline)."""
+    say = lambda xs: ' ' + ' '.join(xs)
+    if task == 'passkey':
+        code = list(rng.choice(list(ALGO_DIGITS), size=int(rng.integers(1, 6))))
+        return f"pass key{say(code)} .\n", "\npass key ? =", say(code)
+    if task == 'copy_distance':
+        items = algo_items(rng, 5)
+        return f"items{say(items)} .\n", "\ncopy items =", say(items)
+    if task == 'reverse':
+        items = algo_items(rng, knob)
+        return f"reverse :{say(items)} =", '', say(items[::-1])
+    if task == 'sort':
+        items = algo_items(rng, knob, unique=True)
+        return f"sort :{say(items)} =", '', say(sorted(items))
+    if task == 'simple_copy':
+        items = algo_items(rng, knob)
+        return f"copy :{say(items)} =", '', say(items)
+    if task == 'no_carry_add':  # digits 0-4 (leading 1-4): no digit sum carries
+        a, b = ([str(rng.integers(1, 5))] + [str(d) for d in rng.integers(0, 5, knob - 1)] for _ in range(2))
+        return f"add :{say(a)} +{say(b)} =", '', say([str(int(x) + int(y)) for x, y in zip(a, b)])
+    raise UserError(f"unknown algorithmic task '{task}'; tasks: {', '.join(ALGO_TASKS)}")
+
+
+def algo_example(task, split, rng, tokenizer, context, filler=None, knob=None):
+    """(prompt token ids, answer text) of one example of `task` from the 'id' or 'ood' range.
+    Distance tasks take len(prompt + answer + newline) = knob * context tokens of filler from the
+    1-D token array `filler` (knob=0: no filler, used for few-shot examples)."""
+    if knob is None:
+        choices = ALGO_TASKS[task][0 if split == 'id' else 1]
+        knob = choices[int(rng.integers(len(choices)))]
+    head, tail, answer = algo_text(task, rng, knob)
+    h, t = tokenizer.encode(head), tokenizer.encode(tail)
+    if task in ('passkey', 'copy_distance') and knob > 0:
+        if filler is None:
+            raise UserError(f"task {task} needs filler text: a data set with a val/train split")
+        # (at least no filler: at a short context the example alone can be longer than knob * context)
+        n = max(0, int(round(knob * context)) - len(h) - len(t) - len(tokenizer.encode(answer + '\n')))
+        if n > len(filler):
+            raise UserError(f"filler of {len(filler)} tokens cannot make a {task} example of {knob}x{context} tokens; "
+                            f"use a larger data set or a larger context")
+        o = int(rng.integers(0, len(filler) - n + 1))
+        h = h + [int(x) for x in filler[o:o + n]]
+    return h + t, answer
+
+
+def algo_fewshot_prefix(task, rng, tokenizer, k):
+    """k solved in-distribution examples (distance tasks without filler), one per line."""
+    ids = []
+    for _ in range(k):
+        prompt, answer = algo_example(task, 'id', rng, tokenizer, 0, knob=0 if task in ('passkey', 'copy_distance')
+                                      else None)
+        ids += prompt + tokenizer.encode(answer + '\n')
+    return ids
+
+
+def exact_match(prediction, answer):
+    """Greedy output up to its first newline equals the answer (surrounding spaces ignored)."""
+    return prediction.split('\n')[0].strip() == answer.strip()
+
+
+@torch.no_grad()
+def greedy_continuation(model, tokenizer, prompt_ids, answer, max_new):
+    """Greedy decoding with the KV cache over the whole prompt (also past block_size: positions are not
+    cropped). Stops at a newline, or as soon as the text can no longer equal answer + newline."""
+    dev = next(model.parameters()).device
+    caches = [dict() for _ in model.h]
+    logits = model.lm_head(model.hidden(torch.tensor([prompt_ids], device=dev), 0, caches)[:, -1])
+    out, pos, target = [], len(prompt_ids), answer + '\n'
+    for _ in range(max_new):
+        out.append(int(logits.argmax(-1)))
+        text = tokenizer.decode(out)
+        if '\n' in text or not target.startswith(text):
+            break
+        logits = model.lm_head(model.hidden(torch.tensor([[out[-1]]], device=dev), pos, caches)[:, -1])
+        pos += 1
+    return tokenizer.decode(out)
+
+
+def algorithmic_accuracy(model, tokenizer, filler, n, fewshot=0, seed=0):
+    """Rows {task, in_dist, out_dist, n}: greedy exact-match accuracy per task. Examples longer than
+    block_size count as not evaluable for learned positions (None when none was)."""
+    model.eval()
+    bs, rows = model.config.block_size, []
+    for ti, task in enumerate(ALGO_TASKS):
+        row = {'task': task}
+        for split in ('id', 'ood'):
+            rng = np.random.Generator(np.random.PCG64([seed, ti, split == 'ood']))
+            hits = total = 0
+            for _ in range(n):
+                prompt, answer = algo_example(task, split, rng, tokenizer, bs, filler)
+                prompt = algo_fewshot_prefix(task, rng, tokenizer, fewshot) + prompt
+                if model.config.pos_emb == 'learned' and len(prompt) + len(tokenizer.encode(answer)) > bs:
+                    continue
+                pred = greedy_continuation(model, tokenizer, prompt, answer, len(tokenizer.encode(answer + '\n')) + 1)
+                hits += exact_match(pred, answer)
+                total += 1
+            row['in_dist' if split == 'id' else 'out_dist'] = round(hits / total, 4) if total else None
+        row['n'] = n
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def loss_by_position(model, tokens, context, n_windows, batch_size=4):
+    """Mean loss at each position 0..context-1 of up to n_windows windows (non-overlapping, from
+    the start of `tokens`), each scored in one forward pass of `context` tokens."""
+    n_windows = min(n_windows, (len(tokens) - 1) // context)
+    if n_windows < 1:
+        raise UserError(f"{len(tokens)} tokens are fewer than one window of {context + 1}; use more data")
+    model.eval()
+    dev = next(model.parameters()).device
+    total = torch.zeros(context)
+    for i in range(0, n_windows, batch_size):
+        rows = [np.asarray(tokens[w * context:w * context + context + 1], dtype=np.int64)
+                for w in range(i, min(i + batch_size, n_windows))]
+        buf = torch.from_numpy(np.stack(rows)).to(dev)
+        logits, _ = model(buf[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), buf[:, 1:], reduction='none')
+        total += loss.sum(0).cpu()
+    return (total / n_windows).tolist()
+
+
+def position_perplexity(model, tokens, n_windows):
+    """Perplexity of positions [0, 1x), [1x, 2x), [2x, 4x) of the training context, from windows of 4x
+    (1x only for learned positions), and the per-position loss curve."""
+    bs = model.config.block_size
+    span = bs if model.config.pos_emb == 'learned' else 4 * bs
+    curve = loss_by_position(model, tokens, span, n_windows)
+    ppl = {}
+    for name, (a, b) in (('1x', (0, bs)), ('2x', (bs, 2 * bs)), ('4x', (2 * bs, 4 * bs))):
+        ppl[name] = round(math.exp(sum(curve[a:b]) / (b - a)), 3) if b <= span else None
+    return ppl, curve
+
+
+def task_algorithmic(model, tokenizer, ckpt_meta):
+    data_dir = os.path.join(data_root, data)
+    check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
+    val = np.concatenate([np.asarray(s) for s in datalib.open_split(data_dir, split, model.config.vocab_size)])
+    rows = algorithmic_accuracy(model, tokenizer, val, algo_n, algo_fewshot, algo_seed)
+    ppl, curve = position_perplexity(model, val, algo_ppl_windows)
+    rows += [{'task': 'ppl_1x', 'in_dist': ppl['1x'], 'out_dist': '', 'n': algo_ppl_windows},
+             {'task': 'ppl_2x', 'in_dist': '', 'out_dist': ppl['2x'], 'n': algo_ppl_windows},
+             {'task': 'ppl_4x', 'in_dist': '', 'out_dist': ppl['4x'], 'n': algo_ppl_windows, 'loss_by_position': curve}]
+    return rows
+
+
+TASKS = {'ppl': task_ppl, 'seq2seq': task_seq2seq, 'numeric': task_numeric, 'algorithmic': task_algorithmic,
+         'preference': task_preference}
 
 
 def main():

@@ -4,8 +4,11 @@ Nothing here knows about data or training. A variant is one flag plus one small 
 it; search for the flag to find every line of it.
 
     model(idx, targets=None, src=None) -> (logits, loss)      targets use -100 for "no loss"
-    model.generate(idx, max_new_tokens, temperature, top_k)    cached (KV cache)
+    model.generate(idx, max_new_tokens, temperature, top_k, src=None)   cached (KV cache)
     with model.record() as rec: model(idx)                     rec['layer0.attn'] = (B, H, T, T) weights
+    encoder-decoder (n_encoder_layer > 0): model(idx, targets, src=src), src padded with ids < 0
+    attn='diff'      differential attention (arXiv 2410.05258)
+    ngpt=True        normalized Transformer (arXiv 2410.01131); call model.normalize_weights() after each step
 """
 import contextlib
 import math
@@ -40,6 +43,7 @@ class GPTConfig:
     ngpt: bool = False
     diff_input: bool = False
     n_encoder_layer: int = 0     # 0 = decoder-only
+    linear_chunk: int = 64       # attn='linear': training-time chunk length (quadratic only inside a chunk)
 
     def __post_init__(self):
         for name, value, valid in (('pos_emb', self.pos_emb, POS_EMBS), ('norm', self.norm, NORMS),
@@ -49,11 +53,32 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                              f"pick n_head among {[h for h in range(1, 65) if self.n_embd % h == 0][-6:]}")
-        if self.pos_emb == 'rope' and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
-        for flag, on in (('attn', self.attn != 'softmax'), ('ngpt', self.ngpt), ('n_encoder_layer', self.n_encoder_layer > 0)):
-            if on:
-                raise ValueError(f"{flag}={getattr(self, flag)!r} is not implemented yet in this version of model.py")
+        if self.attn == 'diff' and self.n_embd % (2 * self.n_head):
+            raise ValueError(f"attn='diff' splits each of the n_head={self.n_head} heads into two q/k halves: n_embd="
+                             f"{self.n_embd} must be divisible by 2*n_head; use half the baseline's n_head")
+        if self.pos_emb == 'rope' and self.qk_head_dim % 2:
+            raise ValueError(f"pos_emb='rope' needs an even head size, got {self.qk_head_dim}")
+        if self.ngpt:  # ngpt: the unit-sphere geometry leaves no room for these
+            bad = [f"{k}={v!r}" for k, v, ok in (('bias', self.bias, not self.bias), ('mlp', self.mlp, self.mlp == 'swiglu'),
+                   ('pos_emb', self.pos_emb, self.pos_emb in ('rope', 'none')), ('qk_norm', self.qk_norm, not self.qk_norm),
+                   ('diff_input', self.diff_input, not self.diff_input)) if not ok]
+            if bad:
+                raise ValueError(f"ngpt=True does not combine with {', '.join(bad)}; use bias=False, mlp='swiglu', "
+                                 f"pos_emb='rope' (or 'none'), qk_norm=False, diff_input=False")
+        if self.linear_chunk < 1:
+            raise ValueError(f"linear_chunk must be >= 1, got {self.linear_chunk}")
+        if self.n_encoder_layer > 0:  # n_encoder_layer: the variants the encoder-decoder supports
+            for flag, on in (('attn', self.attn != 'softmax'), ('ngpt', self.ngpt), ('diff_input', self.diff_input)):
+                if on:
+                    raise ValueError(f"n_encoder_layer={self.n_encoder_layer} does not support {flag}={getattr(self, flag)!r}; "
+                                     f"use the default {flag} or n_encoder_layer=0")
+        if self.n_encoder_layer < 0:
+            raise ValueError(f"n_encoder_layer must be >= 0 (0 = decoder-only), got {self.n_encoder_layer}")
+
+    @property
+    def qk_head_dim(self):
+        """Width of one query/key head (attn='diff': half of n_embd/n_head, the two halves of a head)."""
+        return self.n_embd // self.n_head // (2 if self.attn == 'diff' else 1)
 
     @classmethod
     def from_dict(cls, d):
@@ -82,6 +107,8 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(config, dim):
+    if config.ngpt:  # ngpt: no norm layers; hidden states are normalized explicitly (see Block)
+        return nn.Identity()
     if config.norm == 'rmsnorm':
         return RMSNorm(dim)
     return nn.LayerNorm(dim, bias=config.bias)
@@ -130,13 +157,48 @@ def apply_rope(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+# ----------------------------------------------------------------------------- ngpt
+# nGPT (arXiv 2410.01131): hidden states and every weight row along the embedding axis live on the unit
+# sphere. Learned scalings are stored as p = scale * (value / init) and used as init/scale * p (the
+# paper's "init, scale" pairs), which sets their effective Adam step size; GPT.normalize_weights()
+# runs after every optimizer step.
+
+def ngpt_base_scale(config):
+    """The paper's base scale 1/sqrt(n_embd): the stored scale of sqk, alpha and sz."""
+    return 1.0 / math.sqrt(config.n_embd)
+
+
+def ngpt_scaled(p, init, scale):
+    """Effective value of a stored scaling parameter (equals `init` while p is at its initial value)."""
+    return p * (init / scale)
+
+
+def ngpt_step(h, out, alpha):
+    """h <- norm(h + |alpha| * (norm(out) - h)): a step from h towards the block's output on the sphere."""
+    return F.normalize(h + alpha.abs() * (F.normalize(out, dim=-1) - h), dim=-1)
+
+
+class NGPTHead(nn.Linear):
+    """ngpt: LM head whose logits are scaled per token by sz (init 1 stored at scale 1/sqrt(n_embd))."""
+
+    def __init__(self, config):
+        super().__init__(config.n_embd, config.vocab_size, bias=False)
+        self.base_scale = ngpt_base_scale(config)
+        self.sz = nn.Parameter(torch.full((config.vocab_size,), self.base_scale))
+
+    def forward(self, x):
+        return super().forward(x) * ngpt_scaled(self.sz, 1.0, self.base_scale).to(x.dtype)
+
+
 # ----------------------------------------------------------------------------- attention
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
         self.n_head, self.n_embd = config.n_head, config.n_embd
-        self.head_dim = config.n_embd // config.n_head
+        self.head_dim = config.qk_head_dim
+        self.diff = config.attn == 'diff'
+        self.n_qk_head = 2 * config.n_head if self.diff else config.n_head
         self.name = f'layer{layer_idx}'
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -147,22 +209,50 @@ class CausalSelfAttention(nn.Module):
         self.qk_norm = config.qk_norm
         if config.qk_norm:
             self.q_norm, self.k_norm = RMSNorm(self.head_dim), RMSNorm(self.head_dim)
+        # attn='diff' (Differential Transformer, arXiv 2410.05258): q/k heads (2h, 2h+1) are the two halves
+        # of head h, its values have width 2*head_dim; lambda = exp(lq1.lk1) - exp(lq2.lk2) + lambda_init
+        if self.diff:
+            self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
+            self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
+                nn.Parameter(torch.randn(self.head_dim) * 0.1) for _ in range(4))
+            self.subln = RMSNorm(2 * self.head_dim)  # per head over 2*head_dim, gain shared by the heads
+        # ngpt: q and k on the unit sphere per head, scaled by sqk (init 1 stored at scale 1/sqrt(n_embd))
+        self.ngpt = config.ngpt
+        if config.ngpt:
+            self.base_scale = ngpt_base_scale(config)
+            self.sqk = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
         self.rec = None  # set by GPT.record(): a dict to store attention weights in
+        self.linear_chunk = config.linear_chunk if config.attn == 'linear' else 0
 
     def forward(self, x, rope=None, cache=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q, k = (t.view(B, T, self.n_qk_head, self.head_dim).transpose(1, 2) for t in (q, k))
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.ngpt:  # softmax scale sqrt(hd) instead of 1/sqrt(hd): folded into q, so every path below is shared
+            sqk = ngpt_scaled(self.sqk, 1.0, self.base_scale).view(1, self.n_qk_head, 1, self.head_dim)
+            q, k = sqk * F.normalize(q, dim=-1) * self.head_dim, sqk * F.normalize(k, dim=-1)
+        if self.linear_chunk:  # attn='linear': a recurrent state (S, z) in the cache instead of keys/values
+            state = (cache['S'], cache['z']) if cache is not None and 'S' in cache else None
+            y, S, z = linear_attention(q, k, v, self.linear_chunk, state)
+            if cache is not None:
+                cache['S'], cache['z'] = S, z
+            if self.rec is not None:
+                self.rec[f'{self.name}.attn'] = linear_attention_weights(q, k, state).detach()
+            y = y.transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.c_proj(y))
         if cache is not None:  # KV cache: append this step's keys/values
             if 'k' in cache:
                 k, v = torch.cat((cache['k'], k), dim=2), torch.cat((cache['v'], v), dim=2)
             cache['k'], cache['v'] = k, v
         # queries are the last T positions of the S keys; causal mask aligned to the end
         S = k.size(2)
+        if self.diff:  # both halves of a head read the head's values: one SDPA call over 2*n_head maps
+            v = v.repeat_interleave(2, dim=1)
         if self.rec is not None:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
@@ -177,8 +267,76 @@ class CausalSelfAttention(nn.Module):
         else:
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self.diff:
+            y = self.diff_combine(y)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def diff_lambda(self):
+        lq = torch.exp(torch.dot(self.lambda_q1.float(), self.lambda_k1.float()))
+        return lq - torch.exp(torch.dot(self.lambda_q2.float(), self.lambda_k2.float())) + self.lambda_init
+
+    def diff_combine(self, y):
+        """attn='diff': (B, 2H, T, 2hd) outputs of the 2H maps -> (B, H, T, 2hd) = A1 V - lambda A2 V, then
+        the per-head RMSNorm times (1 - lambda_init). While recording, the maps are combined the same way."""
+        B, _, T, W = y.shape
+        lam = self.diff_lambda().to(y.dtype)
+        y = y.view(B, self.n_head, 2, T, W)
+        if self.rec is not None:
+            att = self.rec[f'{self.name}.attn'].view(B, self.n_head, 2, T, -1)
+            self.rec[f'{self.name}.attn1'], self.rec[f'{self.name}.attn2'] = att[:, :, 0], att[:, :, 1]
+            self.rec[f'{self.name}.attn'] = (att[:, :, 0] - lam * att[:, :, 1]).detach()
+        return self.subln(y[:, :, 0] - lam * y[:, :, 1]) * (1 - self.lambda_init)
+
+
+# ----------------------------------------------------------------------------- attn='linear'
+# Causal linear attention (Katharopoulos et al. 2020) with feature map phi(x) = elu(x) + 1 > 0:
+#     y_t = phi(q_t) S_t / (phi(q_t) . z_t),   S_t = sum_{s<=t} phi(k_s) v_s^T,   z_t = sum_{s<=t} phi(k_s)
+# Training runs in chunks of `chunk` positions: inside a chunk the masked (C x C) kernel matrix,
+# across chunks the state (S, z) summed over all earlier chunks, so the cost is O(T C d + T d^2).
+# Generation carries (S, z) per layer in the cache: O(1) per token, whatever the context length.
+
+def linear_feature(x):
+    return F.elu(x) + 1
+
+
+def linear_attention(q, k, v, chunk, state=None):
+    """q, k, v (B, H, T, d). state: (S (B, H, d, dv), z (B, H, d)) of the tokens before, or None.
+    Returns y (B, H, T, dv) and the state after the last token (computed in float32)."""
+    B, H, T, D = q.shape
+    fq, fk, vf = linear_feature(q.float()), linear_feature(k.float()), v.float()
+    C = min(chunk, T)
+    N = -(-T // C)
+    pad = N * C - T  # zero features and values in the padded tail: they add nothing to any state
+    if pad:
+        fq, fk, vf = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, vf))
+    fq, fk, vf = (t.view(B, H, N, C, -1) for t in (fq, fk, vf))
+    kv = fk.transpose(-1, -2) @ vf                       # (B, H, N, d, dv): each chunk's contribution
+    ks = fk.sum(3)                                       # (B, H, N, d)
+    S_incl, z_incl = kv.cumsum(2), ks.cumsum(2)          # carried state after each chunk
+    S_prev, z_prev = S_incl - kv, z_incl - ks            # ... and before it
+    S_end, z_end = S_incl[:, :, -1], z_incl[:, :, -1]
+    if state is not None:
+        S0, z0 = state
+        S_prev, z_prev = S_prev + S0[:, :, None], z_prev + z0[:, :, None]
+        S_end, z_end = S_end + S0, z_end + z0
+    mask = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    a = (fq @ fk.transpose(-1, -2)).masked_fill(~mask, 0.0)     # (B, H, N, C, C) causal kernel in a chunk
+    num = fq @ S_prev + a @ vf
+    den = (fq * z_prev[:, :, :, None]).sum(-1) + a.sum(-1)
+    y = (num / den[..., None]).reshape(B, H, N * C, -1)[:, :, :T]
+    return y.to(q.dtype), S_end, z_end
+
+
+def linear_attention_weights(q, k, state=None):
+    """Normalized kernel weights (B, H, T, T) of the current tokens, for model.record(): entry (t, s) is
+    phi(q_t).phi(k_s) / (phi(q_t) . z_t). Rows sum to 1 (less the share of earlier, stateful tokens)."""
+    fq, fk = linear_feature(q.float()), linear_feature(k.float())
+    a = (fq @ fk.transpose(-1, -2)).tril()
+    den = a.sum(-1, keepdim=True)
+    if state is not None:
+        den = den + (fq * state[1][:, :, None]).sum(-1, keepdim=True)
+    return a / den
 
 
 # ----------------------------------------------------------------------------- MLP
@@ -197,10 +355,17 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.c_proj.residual = True
         self.dropout = nn.Dropout(config.dropout)
+        # ngpt: SwiGLU input scaled by suv (init 1 at scale 1, times sqrt(n_embd): SiLU's nonlinear range)
+        self.ngpt = config.ngpt
+        if config.ngpt:
+            self.suv = nn.Parameter(torch.ones(self.c_fc.out_features))
+            self.suv_mult = math.sqrt(config.n_embd)
         self.rec = None
 
     def forward(self, x):
         h = self.c_fc(x)
+        if self.ngpt:
+            h = h * (ngpt_scaled(self.suv, 1.0, 1.0) * self.suv_mult)
         if self.swiglu:
             a, b = h.chunk(2, dim=-1)
             h = F.silu(a) * b
@@ -218,10 +383,142 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer_idx)
         self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config, layer_idx)
+        # ngpt: per-dimension eigen learning rates alpha (init 0.05 stored at scale 1/sqrt(n_embd))
+        self.ngpt = config.ngpt
+        if config.ngpt:
+            self.base_scale = ngpt_base_scale(config)
+            self.attn_alpha = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
+            self.mlp_alpha = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
 
     def forward(self, x, rope=None, cache=None):
+        if self.ngpt:  # h <- norm(h + alpha * (norm(block(h)) - h)), for attention then MLP
+            x = ngpt_step(x, self.attn(x, rope, cache), ngpt_scaled(self.attn_alpha, 0.05, self.base_scale))
+            return ngpt_step(x, self.mlp(x), ngpt_scaled(self.mlp_alpha, 0.05, self.base_scale))
         x = x + self.attn(self.ln_1(x), rope, cache)
         return x + self.mlp(self.ln_2(x))
+
+
+# ----------------------------------------------------------------------------- n_encoder_layer
+# Encoder-decoder (n_encoder_layer > 0): n_encoder_layer bidirectional blocks read `src`; every
+# decoder block (self.h) gets cross-attention to the encoder output between its self-attention
+# and its MLP. One token embedding (and wpe) for both stacks; pos_emb/norm/mlp/qk_norm apply to
+# both. Source padding: ids < 0 in src (like -100 in targets), masked as keys everywhere.
+# Recording: rec['enc{i}.attn'] (B, H, S, S), rec['layer{i}.cross'] (B, H, T, S).
+
+class EncDecAttention(CausalSelfAttention):
+    """Attention without a causal mask: encoder self-attention (keys from x) or cross-attention
+    (keys from the encoder output `mem`). CausalSelfAttention's parameters (c_attn, c_proj, q_norm,
+    k_norm) and a forward of its own, so a decoder-only block can initialize an encoder block."""
+
+    def __init__(self, config, name):
+        super().__init__(config, 0)
+        self.name = name  # the recording key: 'enc{i}.attn' or 'layer{i}.cross'
+
+    def heads(self, t):
+        return t.view(t.size(0), t.size(1), self.n_head, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, mem=None, mask=None, rope=None, cache=None):
+        B, T, C = x.shape
+        w, b = self.c_attn.weight, self.c_attn.bias
+        q = self.heads(F.linear(x, w[:C], None if b is None else b[:C]))
+        if cache is not None and 'xk' in cache:  # cross-attention keys/values are computed once per source
+            k, v = cache['xk'], cache['xv']
+        else:
+            k, v = (self.heads(t) for t in F.linear(x if mem is None else mem, w[C:], None if b is None else b[C:]).split(C, dim=2))
+            if self.qk_norm:
+                k = self.k_norm(k)
+            if rope is not None:  # encoder self-attention only: source and target positions are unrelated
+                k = apply_rope(k, *rope)
+            if cache is not None:
+                cache['xk'], cache['xv'] = k, v
+        if self.qk_norm:
+            q = self.q_norm(q)
+        if rope is not None:
+            q = apply_rope(q, *rope)
+        keep = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S): False = source padding
+        if self.rec is not None:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            if keep is not None:
+                att = att.masked_fill(~keep, float('-inf'))
+            att = att.softmax(dim=-1)
+            self.rec[self.name] = att.detach()
+            y = att @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class EncoderBlock(nn.Module):
+    """A Block whose attention sees the whole source (same parameter names as Block)."""
+
+    def __init__(self, config, i):
+        super().__init__()
+        self.ln_1 = make_norm(config, config.n_embd)
+        self.attn = EncDecAttention(config, f'enc{i}.attn')
+        self.ln_2 = make_norm(config, config.n_embd)
+        self.mlp = MLP(config, i)
+        self.mlp.name = f'enc{i}'  # rec['enc{i}.mlp']
+
+    def forward(self, x, mask, rope=None):
+        x = x + self.attn(self.ln_1(x), mask=mask, rope=rope)
+        return x + self.mlp(self.ln_2(x))
+
+
+class DecoderBlock(Block):
+    """Block + cross-attention to the encoder output (ln_x, cross) between self-attention and MLP."""
+
+    def __init__(self, config, i):
+        super().__init__(config, i)
+        self.ln_x = make_norm(config, config.n_embd)
+        self.cross = EncDecAttention(config, f'layer{i}.cross')
+
+    def forward(self, x, rope=None, cache=None, mem=None, mem_mask=None):
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        x = x + self.cross(self.ln_x(x), mem, mem_mask, cache=cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+def build_encoder_decoder(model, config):
+    """Adds the encoder stack (enc, ln_enc) and swaps the decoder blocks for DecoderBlocks."""
+    model.enc = nn.ModuleList([EncoderBlock(config, i) for i in range(config.n_encoder_layer)])
+    model.ln_enc = make_norm(config, config.n_embd)
+    model.h = nn.ModuleList([DecoderBlock(config, i) for i in range(config.n_layer)])
+
+
+def encode_source(model, src, caches=None):
+    """{'mem': encoder output (B, S, C), 'mem_mask': (B, S) False at padding}; cached in caches[0]
+    so generation runs the encoder once per source."""
+    if not model.config.n_encoder_layer:
+        raise ValueError("src given but this is a decoder-only model (n_encoder_layer=0)")
+    if caches and 'mem' in caches[0]:
+        return {'mem': caches[0]['mem'], 'mem_mask': caches[0]['mem_mask']}
+    if src is None:
+        raise ValueError(f"this encoder-decoder model (n_encoder_layer={model.config.n_encoder_layer}) needs src=")
+    mask = src >= 0
+    x, _ = model.embed(src.clamp(min=0), 0)
+    rope = model.rope_tables(0, src.size(1), src.device)
+    for block in model.enc:
+        x = block(x, mask, rope)
+    out = {'mem': model.ln_enc(x), 'mem_mask': mask}
+    if caches:
+        caches[0].update(out)
+    return out
+
+
+def encdec_state_from_decoder_only(state, config):
+    """Transfer: entries that initialize an encoder-decoder from a decoder-only state dict.
+    Encoder block i starts as decoder block i (mod the decoder-only depth), ln_enc as ln_f; the
+    decoder blocks, embeddings and head load by name, and cross-attention (ln_x, cross) stays new."""
+    n_dec = len({k.split('.')[1] for k in state if k.startswith('h.')})
+    if n_dec == 0:
+        raise ValueError("the checkpoint has no decoder blocks (h.*) to initialize the encoder from")
+    out = {}
+    for i in range(config.n_encoder_layer):
+        prefix = f'h.{i % n_dec}.'
+        out.update({f'enc.{i}.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    out.update({'ln_enc.' + k[len('ln_f.'):]: v for k, v in state.items() if k.startswith('ln_f.')})
+    return out
 
 
 # ----------------------------------------------------------------------------- GPT
@@ -234,7 +531,7 @@ class GPT(nn.Module):
         if config.pos_emb == 'learned':
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         if config.pos_emb == 'rope':
-            hd = config.n_embd // config.n_head
+            hd = config.qk_head_dim
             cos, sin = rope_cos_sin(torch.arange(config.block_size), hd, config.rope_theta)
             self.register_buffer('rope_cos', cos, persistent=False)
             self.register_buffer('rope_sin', sin, persistent=False)
@@ -244,11 +541,16 @@ class GPT(nn.Module):
             self.diff_start = nn.Parameter(torch.zeros(config.n_embd))
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        if config.n_encoder_layer:
+            build_encoder_decoder(self, config)
         self.ln_f = make_norm(config, config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = (NGPTHead(config) if config.ngpt else
+                        nn.Linear(config.n_embd, config.vocab_size, bias=False))
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
+        if config.ngpt:
+            self.normalize_weights()
         self.diagnostics = {}  # last forward's cheap statistics (e.g. diff_input delta norms)
 
     def _init_weights(self, module):
@@ -290,17 +592,16 @@ class GPT(nn.Module):
         if start_pos + T <= self.rope_cos.size(0):
             return self.rope_cos[start_pos:start_pos + T], self.rope_sin[start_pos:start_pos + T]
         return rope_cos_sin(torch.arange(start_pos, start_pos + T, device=device),
-                            self.config.n_embd // self.config.n_head, self.config.rope_theta)
+                            self.config.qk_head_dim, self.config.rope_theta)
 
     def hidden(self, idx, start_pos=0, caches=None, src=None):
         """Final hidden states (B, T, C) before the LM head."""
-        if src is not None:
-            raise ValueError("src given but this is a decoder-only model (n_encoder_layer=0)")
+        enc = encode_source(self, src, caches) if (src is not None or self.config.n_encoder_layer) else {}
         prev_emb = caches[0].get('prev_emb') if caches else None
         x, e = self.embed(idx, start_pos, prev_emb)
         rope = self.rope_tables(start_pos, idx.size(1), idx.device)
         for i, block in enumerate(self.h):
-            x = block(x, rope, caches[i] if caches else None)
+            x = block(x, rope, caches[i] if caches else None, **enc)
         x = self.ln_f(x)
         if self.config.diff_input:
             x = x + e
@@ -319,7 +620,9 @@ class GPT(nn.Module):
     @contextlib.contextmanager
     def record(self):
         """Inside this context, attention materializes its weights and MLPs keep their activations:
-        rec['layer{i}.attn'] (B, H, T, S) and rec['layer{i}.mlp'] (B, T, hidden). The one hook for analysis."""
+        rec['layer{i}.attn'] (B, H, T, S) and rec['layer{i}.mlp'] (B, T, hidden). The one hook for analysis.
+        attn='diff': rec['layer{i}.attn1'] and ['layer{i}.attn2'] are the two softmax maps of each head and
+        rec['layer{i}.attn'] = attn1 - lambda * attn2 (rows sum to 1 - lambda)."""
         rec = {}
         mods = [m for m in self.modules() if hasattr(m, 'rec')]
         for m in mods:
@@ -376,7 +679,8 @@ class GPT(nn.Module):
         cfg = self.config
         T = seq_len or cfg.block_size
         N = self.num_params(non_embedding=True) + cfg.vocab_size * cfg.n_embd  # LM head matmul counts
-        return 6 * N + 12 * cfg.n_layer * cfg.n_embd * T
+        # attention: q.k over n_embd and A.v over n_embd (attn='diff': over 2*n_embd, both maps read all values)
+        return 6 * N + 6 * cfg.n_layer * cfg.n_embd * T * (3 if cfg.attn == 'diff' else 2)
 
     def optimizer_groups(self, weight_decay):
         """Weight decay on matrices only (not on norms, biases, gains, vectors)."""
@@ -384,6 +688,14 @@ class GPT(nn.Module):
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+
+    @torch.no_grad()
+    def normalize_weights(self):
+        """ngpt: put every weight vector along the embedding axis back on the unit sphere: rows of the
+        embeddings, LM head and input projections, columns of the output projections (marked residual)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                m.weight.copy_(F.normalize(m.weight, dim=0 if getattr(m, 'residual', False) else 1))
 
 
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):

@@ -10,6 +10,8 @@ ranks equals one process with W times the accumulation.
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,17 +23,21 @@ import torch
 import configurator
 from configurator import UserError
 import data as datalib
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, encdec_state_from_decoder_only
 
 # ----------------------------------------------------------------------------- settings
 # I/O and runs
 out_dir = 'out'              # runs live in out_dir/<run_name>
 run_name = '{data}_{n_layer}x{n_embd}_{pos_emb}_s{seed}'  # {key} placeholders are filled from the config
 init_from = 'scratch'        # 'scratch' | 'resume' | path to a checkpoint (.pt) or a run dir
+                             # | 'gpt2'..'gpt2-xl' (published weights) | 'hf:DIR' (a transformers folder)
 data = 'stdlib'              # data set under data_root (prepared by prepare/<name>.py)
 data_root = 'data'
 auto_prepare = False         # run prepare/<data>.py first when the data set is missing
-objective = 'lm'             # 'lm' | 'dpo' (later issues: 'seq2seq')
+objective = 'lm'             # 'lm' | 'seq2seq' (source/target records) | 'records' (one sequence per row) | 'dpo' (preference pairs)
+model_size = ''              # '' | 'tiny' | 'small' | 'medium' | 'large': a preset (MODEL_SIZES); explicit values win
+algo_data = ''               # lm: records of algorithmic tasks (prepare/algorithmic.py) mixed into pretraining
+algo_mix = 0.1               # lm with algo_data: fraction of batch rows drawn from algo_data
 # model (GPTConfig flags; vocab_size 0 = the data's vocabulary padded to a multiple of 64)
 vocab_size = 0
 block_size = 256
@@ -50,6 +56,7 @@ attn = 'softmax'
 ngpt = False
 diff_input = False
 n_encoder_layer = 0
+linear_chunk = 64            # attn='linear': chunk length of the training-time computation
 # batches and length of training
 batch_size = 16              # micro batch per rank
 grad_accum = 1               # micro steps per optimizer step (per rank)
@@ -69,12 +76,17 @@ lr_schedule = 'cosine'       # 'cosine' | 'wsd' | 'constant'
 warmup_iters = 100
 decay_frac = 0.1             # wsd: the last decay_frac of training decays to min_lr
 decay_shape = 'linear'       # wsd: 'linear' | 'cosine' | '1-sqrt'
+decay_budgets = []           # wsd: token budgets; the stable run saves a pre-decay checkpoint for each, then
+                             # runs every decay branch into <run_dir>/decay_<budget>/
+branch = 0                   # > 0: (re-)run only the decay branch of this budget, from its pre-decay checkpoint
 # evaluation, logging, checkpoints
 eval_interval = 250
 eval_iters = 20
 log_interval = 10
 ckpt_interval = 0            # 0 = at every eval
+ckpt_format = 'pt'           # 'pt' (torch.save) | 'safetensors' (tensors in last.safetensors, the rest as json)
 log_tensorboard = True
+log_figures = True           # at the end: figures/*.png (loss curves, diagnostic histograms), also into TensorBoard
 wandb_log = False
 wandb_project = 'gptlab'
 sample_tokens = 0            # > 0: print a sample of this many tokens at the end
@@ -85,6 +97,8 @@ dtype = 'auto'               # 'auto' (bf16 on CUDA, else float32) | 'float32' |
 compile = False
 seed = 1337
 ddp_timeout_s = 600          # a failed rank takes the job down instead of hanging forever
+nonfinite = 'stop'           # non-finite loss: 'stop' (keep the last good checkpoint) | 'skip' (drop that step;
+                             # checks every step, one host sync each)
 # dpo (objective='dpo', data = a pairs set from prepare/pairs.py): policy from init_from, frozen reference
 ref_ckpt = ''                # reference checkpoint or run dir ('' = the init_from checkpoint)
 beta = 0.1                   # scale of the implicit rewards beta * (log pi - log ref)
@@ -96,7 +110,7 @@ DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(gl
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
 # keys that may change between a run and its resumption without making it a different run
 RUNTIME_KEYS = {'init_from', 'device', 'compile', 'log_tensorboard', 'wandb_log', 'sample_tokens', 'sample_prompt',
-                'eval_iters', 'log_interval', 'auto_prepare', 'ddp_timeout_s', 'data_root', 'out_dir', 'max_iters',
+                'eval_iters', 'log_interval', 'auto_prepare', 'log_figures', 'ddp_timeout_s', 'data_root', 'out_dir', 'max_iters',
                 'max_tokens', 'wandb_project', 'stop_after'}
 
 
@@ -121,7 +135,9 @@ def lr_at(step, cfg, total):
 
 
 def check_settings(cfg):
-    choices = {'objective': ('lm', 'dpo'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+    choices = {'objective': ('lm', 'seq2seq', 'records', 'dpo'),
+               'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
+               'lr_schedule': ('cosine', 'wsd', 'constant'),
                'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
@@ -131,13 +147,119 @@ def check_settings(cfg):
             raise UserError(f"{k} must be >= 1, got {cfg[k]}")
 
 
+# ----------------------------------------------------------------------------- model_size
+# The positional-encoding study's sizes (tied embeddings; parameter counts in the README). The
+# preset is applied first and the config files and --key=value are applied again on top, so an
+# explicit value always wins (e.g. --model_size=tiny --n_layer=2 --max_tokens=1e6 for a smoke test).
+# Batches are tokens per optimizer step (global_batch_tokens) with a per-GPU micro batch.
+MODEL_SIZES = {  # n_embd, n_layer, n_head, micro batch, global batch tokens, learning rate, max token budget
+    'tiny':   (512, 6, 8, 32, 262144, 6e-4, 2_400_000_000),
+    'small':  (768, 12, 12, 16, 524288, 3e-4, 6_600_000_000),
+    'medium': (1024, 24, 16, 8, 524288, 2e-4, 18_800_000_000),
+    'large':  (2048, 16, 32, 4, 1048576, 1e-4, 48_400_000_000),
+}
+
+
+def format_tokens(n):
+    """2400000000 -> '2.4B' (run names and plots)."""
+    for unit, div in (('B', 1e9), ('M', 1e6), ('K', 1e3)):
+        if n >= div:
+            return f"{n / div:.4g}{unit}"
+    return str(int(n))
+
+
+def apply_model_size(g):
+    """Reset the settings `g` (train.py's globals) to the defaults, apply the preset, then the
+    config files and --key=value again. Returns the resolved config."""
+    size = g['model_size']
+    if size not in MODEL_SIZES:
+        raise UserError(f"unknown model_size '{size}'; valid values: '', {', '.join(MODEL_SIZES)}")
+    d, layers, heads, micro, batch_tokens, lr, budget = MODEL_SIZES[size]
+    g.update(DEFAULTS)
+    g.update(model_size=size, n_embd=d, n_layer=layers, n_head=heads, block_size=1024, batch_size=micro,
+             global_batch_tokens=batch_tokens, learning_rate=lr, min_lr=lr / 10, max_tokens=budget,
+             run_name='{model_size}_{pos_emb}_{budget}_s{seed}')
+    cfg = configurator.configure(g)
+    cfg['max_tokens'] = g['max_tokens'] = int(cfg['max_tokens'])  # --max_tokens=2.4e9 is fine
+    cfg['run_name'] = g['run_name'] = cfg['run_name'].replace('{budget}', format_tokens(cfg['max_tokens']))
+    print(f"model_size {size}: n_embd={cfg['n_embd']} n_layer={cfg['n_layer']} n_head={cfg['n_head']} "
+          f"block_size={cfg['block_size']} lr={cfg['learning_rate']:g} budget={format_tokens(cfg['max_tokens'])} "
+          f"tokens (parameters in train_begin)")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- decay_budgets
+# WSD gives a model per token budget from one run: the learning rate is the same for every budget
+# until its decay starts, so the stable run saves a checkpoint at each budget's decay start
+# (ckpt/predecay_<budget>.pt) and stops at the last one; each branch then resumes from its checkpoint
+# with max_tokens=budget into <run_dir>/decay_<budget>/ (same step and token axis). A branch equals
+# an uninterrupted WSD run of that budget. --branch=<budget> re-runs one branch from its checkpoint
+# (add --init_from=resume to continue an interrupted branch instead).
+RUNTIME_KEYS |= {'branch'}  # the branch command names the same run as the stable one
+
+
+def decay_points(cfg, tokens_per_step):
+    """{pre-decay step: [budgets]} of decay_budgets ({} without them)."""
+    if not cfg['decay_budgets']:
+        return {}
+    if cfg['lr_schedule'] != 'wsd':
+        raise UserError(f"decay_budgets needs lr_schedule='wsd', got '{cfg['lr_schedule']}'")
+    points = {}
+    for b in sorted({int(b) for b in cfg['decay_budgets']}):
+        total = math.ceil(b / tokens_per_step)
+        start = total - int(round(cfg['decay_frac'] * total))
+        if start < 1 or start == total:
+            raise UserError(f"decay budget {b} is {total} steps of {tokens_per_step} tokens: too short for a decay "
+                            f"of decay_frac={cfg['decay_frac']}; use larger budgets")
+        points.setdefault(start, []).append(b)
+    return points
+
+
+def predecay_path(run_dir, budget):
+    return os.path.join(run_dir, 'ckpt', f'predecay_{budget}.pt')
+
+
+def run_branch(cfg, run_dir, budget, redo, tokens_per_step, ddp, rank, world, dev, master):
+    """Train the decay branch of `budget` from the stable run's pre-decay checkpoint."""
+    src = predecay_path(run_dir, budget)
+    if budget not in {int(b) for b in cfg['decay_budgets']} or not os.path.exists(src):
+        raise UserError(f"no pre-decay checkpoint for budget {budget} ({src}); budgets: {cfg['decay_budgets']}; "
+                        f"run the stable run first (the same command without --branch)")
+    bdir = os.path.join(run_dir, f'decay_{budget}')
+    bcfg = {**cfg, 'decay_budgets': [], 'branch': 0, 'max_tokens': budget, 'out_dir': run_dir,
+            'run_name': f'decay_{budget}', 'init_from': 'resume', 'stop_after': 0}
+    last = os.path.join(bdir, 'ckpt', 'last.pt')
+    if not redo and os.path.exists(last) and load_checkpoint(last)['step'] >= math.ceil(budget / tokens_per_step):
+        if master:
+            print(f"decay branch {bdir} is complete", flush=True)
+        return bdir
+    if master and (redo or not os.path.exists(last)):  # start the branch from the pre-decay checkpoint
+        shutil.rmtree(bdir, ignore_errors=True)
+        os.makedirs(os.path.dirname(last))
+        shutil.copyfile(src, last + '.tmp')
+        os.replace(last + '.tmp', last)
+        with open(os.path.join(bdir, 'config.json'), 'w') as f:
+            json.dump(bcfg, f, indent=2)
+    if ddp:
+        torch.distributed.barrier()
+    if master:
+        print(f"decay branch {format_tokens(budget)} tokens: {bdir}", flush=True)
+    return train(bcfg, ddp, rank, world, dev, master)
+
+
 # ----------------------------------------------------------------------------- objectives
 # An objective is: how a split is opened, how micro batch `index` is drawn (a dict of tensors; the
 # loader in data.py pads and masks), and its loss. Each objective is one branch in each function.
 
 def open_objective_data(cfg, data_dir, split):
     if cfg['objective'] == 'lm':
+        if cfg['algo_data'] and split == 'train':  # algo_data: algorithmic examples mixed into pretraining
+            return {'shards': datalib.open_split(data_dir, split, cfg['vocab_size']), 'algo': open_algo_data(cfg, data_dir)}
         return datalib.open_split(data_dir, split, cfg['vocab_size'])
+    if cfg['objective'] == 'seq2seq':
+        return datalib.open_seq2seq(data_dir, split, cfg['vocab_size'])
+    if cfg['objective'] == 'records':  # one whole sequence per row (field 'seq'), padded by the loader
+        return datalib.open_records(data_dir, split, cfg['vocab_size'])
     if cfg['objective'] == 'dpo':  # d['ref'] (reference log-probs of every pair) is filled by dpo_setup
         meta = datalib.load_meta(data_dir)
         if meta['vocab_size'] > cfg['vocab_size']:
@@ -148,7 +270,14 @@ def open_objective_data(cfg, data_dir, split):
 def objective_batch(cfg, d, index):
     """Micro batch number `index` of the training split: (seed, index) fixes it."""
     if cfg['objective'] == 'lm':
+        if cfg['algo_data']:
+            return algo_mix_batch(cfg, d, index)
         x, y = datalib.get_lm_batch(d, cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+        return {'x': x, 'y': y}
+    if cfg['objective'] == 'seq2seq':
+        return datalib.get_seq2seq_batch(d, seq2seq_form(cfg), cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+    if cfg['objective'] == 'records':
+        x, y = datalib.get_records_batch(d, 'seq', cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
         return {'x': x, 'y': y}
     if cfg['objective'] == 'dpo':
         b = datalib.get_pair_batch(d['records'], cfg['batch_size'], dpo_seq_max_len(cfg), d['pad_id'], cfg['seed'], index)
@@ -160,6 +289,12 @@ def objective_eval_batches(cfg, d):
     if cfg['objective'] == 'lm':
         for x, y in datalib.iter_eval_batches(d, cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
             yield {'x': x, 'y': y}
+    if cfg['objective'] == 'seq2seq':
+        yield from datalib.iter_seq2seq_eval_batches(d, seq2seq_form(cfg), cfg['block_size'], cfg['batch_size'],
+                                                     cfg['eval_iters'])
+    if cfg['objective'] == 'records':
+        for x, y in datalib.iter_records_batches(d, 'seq', cfg['block_size'], cfg['batch_size'], cfg['eval_iters']):
+            yield {'x': x, 'y': y}
     if cfg['objective'] == 'dpo':
         for b in datalib.iter_pair_batches(d['records'], cfg['batch_size'], dpo_seq_max_len(cfg), d['pad_id'],
                                            cfg['eval_iters']):
@@ -168,11 +303,46 @@ def objective_eval_batches(cfg, d):
 
 def objective_loss(model, b, cfg):
     """Scalar loss of one micro batch, or (loss, {name: scalar tensor}) to log more (dpo)."""
-    if cfg['objective'] == 'lm':
+    if cfg['objective'] in ('lm', 'records'):
         return model(b['x'], b['y'])[1]
+    if cfg['objective'] == 'seq2seq':  # the loader put -100 on every non-target position
+        return model(b['x'], b['y'], src=b.get('src'))[1]
     if cfg['objective'] == 'dpo':
         logp, n = response_logps(model, b)
         return dpo_loss(logp, b['ref'], n, cfg['beta'], cfg['length_normalize'])
+
+
+def seq2seq_form(cfg):
+    """seq2seq: the encoder reads the source (n_encoder_layer > 0), else `src [SEP] tgt` in one sequence."""
+    return 'encdec' if cfg['n_encoder_layer'] > 0 else 'concat'
+
+
+# algo_data: a fraction algo_mix of the rows of each lm batch are algorithmic examples
+# (prepare/algorithmic.py records), packed from a record boundary; (seed, index) still fixes the batch.
+def open_algo_data(cfg, data_dir):
+    path = os.path.join(cfg['data_root'], cfg['algo_data'])
+    meta, main_meta = datalib.load_meta(path), datalib.load_meta(data_dir)
+    if not 0 <= cfg['algo_mix'] <= 1:
+        raise UserError(f"algo_mix must be in [0, 1], got {cfg['algo_mix']}")
+    if meta['tokenizer'] != main_meta['tokenizer'] or meta.get('block_size') != cfg['block_size']:
+        raise UserError(f"algo_data {path} was made for another tokenizer or block_size ({meta.get('block_size')}); "
+                        f"run python prepare/algorithmic.py --data={cfg['data']} --block_size={cfg['block_size']}")
+    return datalib.read_records(os.path.join(path, 'train.bin'))
+
+
+def algo_mix_batch(cfg, d, index):
+    import numpy as np
+    x, y = datalib.get_lm_batch(d['shards'], cfg['block_size'], cfg['batch_size'], cfg['seed'], index)
+    x, y, recs, T = x.clone(), y.clone(), d['algo'], cfg['block_size']
+    rng = np.random.Generator(np.random.PCG64([cfg['seed'], index, 1]))  # a stream apart from get_lm_batch's
+    for r in np.flatnonzero(rng.random(cfg['batch_size']) < cfg['algo_mix']):
+        i, parts, n = int(rng.integers(len(recs))), [], 0
+        while n < T + 1:
+            parts.append(recs[i]['tokens'])
+            n, i = n + len(parts[-1]), (i + 1) % len(recs)
+        buf = torch.from_numpy(np.concatenate(parts)[:T + 1].astype(np.int64))
+        x[r], y[r] = buf[:-1], buf[1:]
+    return {'x': x, 'y': y}
 
 
 def to_device(b, dev, device_type):
@@ -228,19 +398,29 @@ def save_checkpoint(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.tmp'
     with open(tmp, 'wb') as f:
-        torch.save(obj, f)
+        if path.endswith('.safetensors'):
+            f.write(safetensors_bytes(obj))
+        else:
+            torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    if path.endswith('.safetensors'):  # a readable copy of what is not a tensor (the file's header is the original)
+        with open(path[:-len('.safetensors')] + '.json', 'w') as f:
+            json.dump(split_tensors(obj, {}, '', {}), f, indent=1)
 
 
 def load_checkpoint(path):
     """Checkpoints hold plain types and tensors only: weights_only=True cannot run code."""
     if os.path.isdir(path):
-        path = os.path.join(path, 'ckpt', 'last.pt')
+        st = os.path.join(path, 'ckpt', 'last.safetensors')
+        path = st if os.path.exists(st) and not os.path.exists(os.path.join(path, 'ckpt', 'last.pt')) else \
+            os.path.join(path, 'ckpt', 'last.pt')
     if not os.path.exists(path):
         raise UserError(f"checkpoint '{path}' not found; pass a .pt file or a run directory that has ckpt/last.pt")
     try:
+        if path.endswith('.safetensors'):
+            return checkpoint_from_safetensors(path)
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
@@ -356,6 +536,8 @@ def ensure_data(cfg, master, ddp):
 
 def main():
     cfg = configurator.configure(globals())
+    if cfg['model_size']:
+        cfg = apply_model_size(globals())
     check_settings(cfg)
     ddp, rank, local_rank, world, dev = setup_distributed(cfg)
     master = rank == 0
@@ -379,10 +561,15 @@ def train(cfg, ddp, rank, world, dev, master):
     # --- data
     data_dir = ensure_data(cfg, master, ddp)
     meta = datalib.load_meta(data_dir)
+    hf_init = None
+    if cfg['init_from'] in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or cfg['init_from'].startswith('hf:'):
+        hf_init = hf_weights(cfg, meta)  # sets the model flags from the transformers config
     if cfg['vocab_size'] == 0:
         cfg['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # padded: faster matmuls
     train_data = open_objective_data(cfg, data_dir, 'train')
     val_data = open_objective_data(cfg, data_dir, 'val')
+    objective_batch(cfg, train_data, 0)  # too-short splits fail here, before anything is written
+    next(iter(objective_eval_batches(cfg, val_data)))
 
     # --- batch geometry
     tokens_per_micro = cfg['batch_size'] * cfg['block_size']
@@ -395,10 +582,16 @@ def train(cfg, ddp, rank, world, dev, master):
     accum = cfg['grad_accum']
     tokens_per_step = tokens_per_micro * accum * world
     total_steps = math.ceil(cfg['max_tokens'] / tokens_per_step) if cfg['max_tokens'] > 0 else cfg['max_iters']
+    predecay = decay_points(cfg, tokens_per_step)
+    if predecay:  # decay_budgets: the schedule spans the largest budget; the stable run stops at its decay
+        total_steps = math.ceil(max(max(b) for b in predecay.values()) / tokens_per_step)
 
     # --- run dir, model, optimizer
     run_dir = choose_run_dir(cfg)
-    ckpt_path = os.path.join(run_dir, 'ckpt', 'last.pt')
+    if cfg['branch']:
+        return run_branch(cfg, run_dir, cfg['branch'], cfg['init_from'] != 'resume', tokens_per_step,
+                          ddp, rank, world, dev, master)
+    ckpt_path = os.path.join(run_dir, 'ckpt', 'last.safetensors' if cfg['ckpt_format'] == 'safetensors' else 'last.pt')
     start_step, ckpt = 0, None
     model_cfg = {k: cfg[k] for k in MODEL_KEYS}
     if cfg['init_from'] == 'resume':
@@ -415,12 +608,26 @@ def train(cfg, ddp, rank, world, dev, master):
     except ValueError as e:
         raise UserError(str(e))
     tokenizer = datalib.get_tokenizer(meta['tokenizer'])
-    if cfg['init_from'] not in ('scratch', 'resume'):
+    if hf_init is not None:
+        model.load_state_dict(hf_init)
+        if master:
+            print(f"init_from {cfg['init_from']}: loaded all {len(hf_init)} tensors through transformers")
+    elif cfg['init_from'] not in ('scratch', 'resume'):
         src = load_checkpoint(cfg['init_from'])
-        loaded, skipped, fresh = load_matching(model, src['model'])
+        state = src['model']
+        if cfg['n_encoder_layer'] and not any(k.startswith('enc.') for k in state):
+            # n_encoder_layer: decoder-only -> encoder-decoder; encoder blocks start as the decoder's blocks
+            state = {**state, **encdec_state_from_decoder_only(state, model.config)}
+            if master:
+                n_dec = len({k.split('.')[1] for k in src['model'] if k.startswith('h.')})
+                print(f"init_from {cfg['init_from']}: encoder initialized from decoder-only blocks: "
+                      + ', '.join(f'enc.{i} <- h.{i % n_dec}' for i in range(cfg['n_encoder_layer'])) + ', ln_enc <- ln_f')
+        loaded, skipped, fresh = load_matching(model, state)
         if master:
             print(f"init_from {cfg['init_from']}: loaded {len(loaded)} tensors; not in this model: {skipped or 'none'}; "
                   f"newly initialized: {fresh or 'none'}")
+        if cfg['ngpt']:  # loaded weights onto the unit sphere (a resumed run's checkpoint already is: exact resume)
+            model.normalize_weights()
     model.to(dev)
     opt_kwargs = dict(lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))
     if device_type == 'cuda':
@@ -466,7 +673,14 @@ def train(cfg, ddp, rank, world, dev, master):
             state['rng_cuda'] = torch.cuda.get_rng_state()
         if dpo_ref is not None:
             state['ref_ckpt'] = dpo_ref  # init_from='resume' scores the same reference again
-        save_checkpoint(ckpt_path, state)
+        if not all(torch.isfinite(p).all() for p in raw_model.parameters()):  # never overwrite good weights with NaN
+            raise RunStopped(f"weights became non-finite by step {step}; not saved; last good checkpoint: "
+                             f"{ckpt_path if os.path.exists(ckpt_path) else 'none'}; lower learning_rate")
+        try:
+            save_checkpoint(ckpt_path, state)
+        except OSError as e:
+            raise RunStopped(f"could not write checkpoint {ckpt_path} ({e.strerror or e}); the previous checkpoint is "
+                             f"intact; free disk space and continue with --init_from=resume") from None
 
     @torch.no_grad()
     def evaluate():
@@ -497,10 +711,14 @@ def train(cfg, ddp, rank, world, dev, master):
     b = batch(start_step, 0)
     val_loss = None
     end_step = min(total_steps, cfg['stop_after']) if cfg['stop_after'] > 0 else total_steps
+    if predecay:
+        end_step = min(end_step, max(predecay))
+    stop_signals = catch_stop_signals()
     for step in range(start_step, end_step):
         lr = lr_at(step, cfg, total_steps)
         for g in optimizer.param_groups:
             g['lr'] = lr
+        loss_before = loss_sum.clone() if cfg['nonfinite'] == 'skip' else None
         for micro in range(accum):
             sync = nullcontext() if (not ddp or micro == accum - 1) else model.no_sync()
             with sync:
@@ -516,24 +734,38 @@ def train(cfg, ddp, rank, world, dev, master):
                     b = batch(*nxt)
                 (loss / accum).backward()
             loss_sum += loss.detach()
-        if cfg['grad_clip'] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
-        optimizer.step()
+            step_loss = loss.detach() if micro == 0 else step_loss + loss.detach()
+        skipped = False
+        if cfg['nonfinite'] == 'skip':
+            if ddp:
+                torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.SUM)
+            skipped = not torch.isfinite(step_loss)
+            if skipped:
+                loss_sum.copy_(loss_before)  # the skipped step does not count in the logged mean
+                if master:
+                    print(f"step {step + 1}: non-finite loss, step skipped (nonfinite='skip')", flush=True)
+                log.event('skipped_step', step=step + 1, tokens=(step + 1) * tokens_per_step)
+        if not skipped:
+            if cfg['grad_clip'] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
+            optimizer.step()
+            if cfg['ngpt']:  # nGPT: weights back on the unit sphere after every step (on every rank, identically)
+                raw_model.normalize_weights()
+            steps_since_log += 1
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        steps_since_log += 1
         tokens = done * tokens_per_step
 
         is_log = done % cfg['log_interval'] == 0 or done == total_steps
         is_eval = done % cfg['eval_interval'] == 0 or done == total_steps
         is_ckpt = done % ckpt_every == 0 or done == end_step
-        if is_log or is_ckpt:  # the only host syncs: at log and checkpoint steps
+        if (is_log or is_ckpt) and steps_since_log > 0:  # the only host syncs: at log and checkpoint steps
             if ddp:
                 torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
             train_loss = loss_sum.item() / (steps_since_log * accum)
             if not math.isfinite(train_loss):
                 good = ckpt_path if os.path.exists(ckpt_path) else 'none (no checkpoint was written yet)'
-                raise TrainingDiverged(f"non-finite training loss ({train_loss}) between steps {done - steps_since_log} "
+                raise RunStopped(f"non-finite training loss ({train_loss}) between steps {done - steps_since_log} "
                                        f"and {done}; last good checkpoint: {good}; lower learning_rate or raise warmup_iters")
             dt_s = time.time() - t_log
             tok_s = steps_since_log * tokens_per_step / dt_s
@@ -564,15 +796,42 @@ def train(cfg, ddp, rank, world, dev, master):
             val_loss, val_extra = evaluate()
             log.event('evaluate', console=master, step=done, tokens=tokens, val_loss=round(val_loss, 5),
                       val_ppl=round(math.exp(min(val_loss, 50)), 3), **val_extra)
-        if is_ckpt:
+        if is_ckpt or done in predecay:
             checkpoint(done)
-        if ddp and (is_ckpt or is_eval):
+        for budget in predecay.get(done, []) if master else []:  # decay_budgets: this budget's decay starts here
+            shutil.copyfile(ckpt_path, predecay_path(run_dir, budget) + '.tmp')
+            os.replace(predecay_path(run_dir, budget) + '.tmp', predecay_path(run_dir, budget))
+        if ddp and (is_ckpt or is_eval or done in predecay):
             torch.distributed.barrier()
+        if ddp and is_log:  # ranks agree on a stop request at log steps (no extra syncs elsewhere)
+            flag = torch.tensor([float(bool(stop_signals))], device=dev)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop_now = flag.item() > 0
+        else:
+            stop_now = bool(stop_signals) and not ddp
+        if stop_now and done < end_step:
+            if not is_ckpt:
+                checkpoint(done)
+            if ddp:
+                torch.distributed.barrier()
+            name = stop_signals[0] if stop_signals else 'a stop signal on another rank'
+            log.event('preempted', console=master, step=done, tokens=tokens, signal=name, checkpoint=ckpt_path)
+            if master:
+                print(f"received {name} at step {done}: checkpoint written to {ckpt_path}; "
+                      f"continue with --init_from=resume", flush=True)
+            log.close()
+            return run_dir
 
     elapsed = time.time() - t0
+    if master and cfg['log_figures']:
+        write_run_figures(run_dir, raw_model.diagnostics, log.tb)
     log.event('train_end', console=True, step=end_step, tokens=end_step * tokens_per_step,
               val_loss=None if val_loss is None else round(val_loss, 5), seconds=round(elapsed, 1), run_dir=run_dir)
     log.close()
+    if predecay and end_step == max(predecay):  # decay_budgets: the stable run is done, run every branch
+        for budget in sorted(b for bs in predecay.values() for b in bs):
+            run_branch(cfg, run_dir, budget, False, tokens_per_step, ddp, rank, world, dev, master)
+        return run_dir
     if master and cfg['sample_tokens'] > 0:
         from sample import stream_sample
         print(f"--- sample ({cfg['sample_tokens']} tokens, from {ckpt_path}) ---")
@@ -581,8 +840,53 @@ def train(cfg, ddp, rank, world, dev, master):
     return run_dir
 
 
-class TrainingDiverged(Exception):
-    pass
+def write_run_figures(run_dir, diagnostics, tb=None):
+    """figures/loss.png (train and eval loss vs tokens) and a histogram per diagnostic of the last batch."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    events = [json.loads(l) for l in open(os.path.join(run_dir, 'metrics.jsonl')) if l.strip()]
+    os.makedirs(os.path.join(run_dir, 'figures'), exist_ok=True)
+    figs = {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, key, style in (('train', 'loss', '-'), ('evaluate', 'val_loss', 'o-')):
+        pts = [(e['tokens'], e[key]) for e in events if e['event'] == name and e.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, label=f'{name} loss')
+    ax.set(xlabel='tokens', ylabel='loss (nats/token)', title=f'loss: {os.path.basename(run_dir)}')
+    ax.legend()
+    ax.grid(alpha=0.3)
+    figs['loss'] = fig
+    for name, t in diagnostics.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist(t.float().flatten().cpu().numpy(), bins=60, color='tab:purple')
+        ax.set(xlabel=name.replace('_', ' '), ylabel='count (positions in the last batch)',
+               title=f'{name} at the end of training')
+        ax.grid(alpha=0.3)
+        figs[f'{name}_hist'] = fig
+    for name, fig in figs.items():
+        fig.tight_layout()
+        fig.savefig(os.path.join(run_dir, 'figures', f'{name}.png'), dpi=110)
+        if tb is not None:
+            tb.add_figure(f'figures/{name}', fig)
+        plt.close(fig)
+
+
+class RunStopped(Exception):
+    """The run cannot go on (divergence, a failed checkpoint write): one line, exit code 1, good checkpoint kept."""
+
+
+def catch_stop_signals():
+    """SIGTERM/SIGINT (preemption, Ctrl-C) set a flag; the loop then checkpoints and exits 0.
+    A second signal acts as usual (kills)."""
+    got = []
+
+    def handler(signum, frame):
+        got.append(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    return got
 
 
 def peak_flops_of(dev):
@@ -592,6 +896,73 @@ def peak_flops_of(dev):
         if key in name:
             return flops
     return 312e12
+
+
+# ----------------------------------------------------------------------------- Hugging Face interop (issue 10)
+
+def hf_weights(cfg, meta):
+    """init_from='gpt2'.. or 'hf:DIR': the model flags come from the transformers config (dropout stays
+    this run's); the data must use the same tokenizer. Returns the state dict to load."""
+    from export_hf import load_hf
+    mc, sd, spec = load_hf(cfg['init_from'])
+    if spec != meta['tokenizer']:
+        name = lambda s: s.get('name', s.get('kind'))
+        raise UserError(f"init_from='{cfg['init_from']}' uses tokenizer '{name(spec)}' but data '{cfg['data']}' was "
+                        f"tokenized with '{name(meta['tokenizer'])}'; prepare the data with the same tokenizer")
+    cfg.update({k: v for k, v in mc.items() if k != 'dropout'})
+    return sd
+
+
+def split_tensors(obj, tensors, name, seen):
+    """ckpt_format='safetensors': a checkpoint dict -> JSON-able structure with {'__tensor__': name}
+    where tensors were (collected in `tensors`; tied tensors are stored once). Dicts with int keys
+    (optimizer state) become {'__int_keys__': [[k, v], ...]} so they come back as ints."""
+    if isinstance(obj, torch.Tensor):
+        key = (obj.data_ptr(), tuple(obj.shape), obj.dtype)
+        if obj.numel() and key in seen:
+            return {'__tensor__': seen[key]}
+        seen[key] = name
+        tensors[name] = obj.detach().cpu().contiguous()
+        return {'__tensor__': name}
+    if isinstance(obj, dict):
+        sub = lambda k: f"{name}.{k}" if name else str(k)
+        if any(not isinstance(k, str) for k in obj):
+            return {'__int_keys__': [[k, split_tensors(v, tensors, sub(k), seen)] for k, v in obj.items()]}
+        # model weights keep their plain names (any safetensors reader sees 'wte.weight', ...)
+        return {k: split_tensors(v, tensors, k if name == 'model' else sub(k), seen) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [split_tensors(v, tensors, f"{name}.{i}", seen) for i, v in enumerate(obj)]
+    return obj
+
+
+def join_tensors(obj, tensors):
+    if isinstance(obj, dict):
+        if '__tensor__' in obj:
+            return tensors[obj['__tensor__']]
+        if '__int_keys__' in obj:
+            return {k: join_tensors(v, tensors) for k, v in obj['__int_keys__']}
+        return {k: join_tensors(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def safetensors_bytes(obj):
+    """One file: the tensors, and the rest as JSON in the header's metadata (so one rename is atomic)."""
+    from safetensors.torch import save
+    tensors = {}
+    rest = split_tensors(obj, tensors, '', {})
+    return save(tensors, metadata={'gptlab_checkpoint': json.dumps(rest)})
+
+
+def checkpoint_from_safetensors(path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(path, 'pt') as f:
+        meta = f.metadata() or {}
+    if 'gptlab_checkpoint' not in meta:
+        raise ValueError("no gptlab_checkpoint metadata (not written by train.py)")
+    return join_tensors(json.loads(meta['gptlab_checkpoint']), load_file(path))
 
 
 # ----------------------------------------------------------------------------- dpo
@@ -636,8 +1007,10 @@ def dpo_loss(logp, ref_logp, n, beta, length_normalize):
 
 def dpo_attach_ref(b, d):
     """Replace the batch's record numbers by the reference log-probs of its rows (chosen rows first)."""
-    ref = d['ref'][b.pop('idx')]
-    b['ref'] = torch.cat([ref[:, 0], ref[:, 1]])
+    idx = b.pop('idx')
+    if d['ref'] is not None:  # None only in train()'s early check that a batch can be built, before scoring
+        ref = d['ref'][idx]
+        b['ref'] = torch.cat([ref[:, 0], ref[:, 1]])
     return b
 
 
@@ -688,6 +1061,6 @@ def dpo_setup(cfg, ckpt, model, datasets, tokenizer, dev, autocast, master):
 if __name__ == '__main__':
     try:
         configurator.run_main(main)
-    except TrainingDiverged as e:
+    except RunStopped as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -165,3 +165,82 @@ def main():
 
 if __name__ == '__main__':
     configurator.run_main(main)
+
+
+# ----------------------------------------------------------------------------- rows with named splits
+# For prepare scripts of structured data sets (prepare/tiny_textbooks.py, prepare/samsum.py): rows
+# with several columns, keeping the source's train / validation / test splits.
+
+SPLIT_NAMES = {'train': 'train', 'validation': 'val', 'valid': 'val', 'val': 'val', 'dev': 'val', 'test': 'test'}
+
+
+def split_of_file(path):
+    """A local file's split from its name (train.jsonl, validation-00000.parquet, test.txt); else train."""
+    stem = re.split(r'[._-]', os.path.basename(path))[0].lower()
+    return SPLIT_NAMES.get(stem, 'train')
+
+
+def load_split_rows(src, columns, config='', max_rows=-1):
+    """{'train'|'val'|'test': list of {column: str}} from a hub dataset id, or from local
+    .jsonl/.parquet files (.txt: one document per file, for a single column) with the hub's column
+    names; a folder's files go to the split their name starts with."""
+    import datasets
+    datasets.disable_progress_bars()
+    parts = {}
+    if os.path.exists(src):
+        paths = ([src] if os.path.isfile(src) else
+                 sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs))
+        paths = [p for p in paths if p.endswith(LOCAL_EXTS) and os.path.getsize(p) > 0]
+        if not paths:
+            raise data.DataError(f"no .txt/.jsonl/.parquet files at '{src}': pass a file or folder that has some")
+        by_split = {}
+        for p in paths:
+            by_split.setdefault(split_of_file(p), []).append(p)
+        for split, files in by_split.items():
+            txt = [p for p in files if p.endswith('.txt')]
+            if txt:
+                if len(columns) != 1:
+                    raise data.DataError(f".txt files at '{src}' hold one text each, but {columns} are needed: use .jsonl")
+                parts.setdefault(split, []).append([{columns[0]: t} for t in read_txt(txt)])
+            for builder, ext in (('json', '.jsonl'), ('parquet', '.parquet')):
+                fs = [p for p in files if p.endswith(ext)]
+                if fs:
+                    try:
+                        parts.setdefault(split, []).append(datasets.load_dataset(builder, data_files=fs, split='train'))
+                    except Exception as e:
+                        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        raise data.DataError(f"cannot read {builder} files at '{src}' ({msg}): check the files") from None
+    else:
+        try:
+            dd = datasets.load_dataset(src, config or None)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise data.DataError(f"cannot load '{src}' from the hub or as a local path ({msg}): "
+                                 f"check --source, or pass local files") from None
+        for name in dd:
+            parts.setdefault(SPLIT_NAMES.get(name, name), []).append(dd[name])
+    rows = {}
+    for split, ps in parts.items():
+        out = []
+        for p in ps:
+            if not isinstance(p, list):
+                missing = [c for c in columns if c not in p.column_names]
+                if missing:
+                    raise data.DataError(f"'{src}' ({split}) has no column(s) {missing}; available: "
+                                         f"{', '.join(p.column_names)}: pass the right --field names")
+                p = p.select_columns(columns).to_list()
+            out.extend(p)
+        rows[split] = out if max_rows < 0 else out[:max_rows]
+    if 'train' not in rows:
+        raise data.DataError(f"'{src}' has no train split (splits: {', '.join(rows)}): name a file train.jsonl")
+    return rows
+
+
+def carve_splits(rows, val_fraction, test_fraction, seed):
+    """Adds 'val' / 'test' carved from train by a stable hash when the source has none."""
+    for split, frac, s in (('val', val_fraction, seed), ('test', test_fraction, seed + 1)):
+        if split not in rows and frac > 0:
+            labels = data.assign_splits(range(len(rows['train'])), frac, s)
+            rows[split] = [r for r, l in zip(rows['train'], labels) if l == 'val']
+            rows['train'] = [r for r, l in zip(rows['train'], labels) if l == 'train']
+    return rows

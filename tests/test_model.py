@@ -19,6 +19,10 @@ for norm, mlp, qk, bias, tie in itertools.product(['layernorm', 'rmsnorm'], ['ge
     COMBOS.append(dict(pos_emb='rope', norm=norm, mlp=mlp, qk_norm=qk, bias=bias, tie_embeddings=tie))
 for pe, di in itertools.product(POS, [False, True]):
     COMBOS.append(dict(pos_emb=pe, diff_input=di))
+# issue 5: differential attention (n_head=1: one head of two 16-wide halves), nGPT, and both
+NGPT = dict(ngpt=True, bias=False, mlp='swiglu', pos_emb='rope')
+COMBOS += [dict(attn='diff', pos_emb='rope'), dict(attn='diff', n_head=1, qk_norm=True, pos_emb='learned'),
+           dict(NGPT), dict(NGPT, tie_embeddings=False), dict(NGPT, attn='diff'), dict(NGPT, attn='diff', pos_emb='none')]
 
 
 def make(**kw):

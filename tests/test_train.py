@@ -99,11 +99,12 @@ def test_versioned_run_dirs_and_init_from_checkpoint(tiny_data, tmp_path):
     assert 'wpe.weight' in r.stdout  # listed as not in this model
 
 
-def test_ddp_two_ranks_equals_one_process_with_accumulation(tiny_data, tmp_path):
+@pytest.mark.parametrize('accum', [1, 2])  # accum 2 exercises no_sync on the first micro step
+def test_ddp_two_ranks_equals_one_process_with_accumulation(tiny_data, tmp_path, accum):
     common = ['--max_iters=6', '--eval_interval=6', '--learning_rate=3e-3']
-    run_train(common + ['--grad_accum=2'], tiny_data, tmp_path / 'single')
+    run_train(common + [f'--grad_accum={2 * accum}'], tiny_data, tmp_path / 'single')
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
-    run_train(common + ['--grad_accum=1'], tiny_data, tmp_path / 'ddp', launcher=torchrun)
+    run_train(common + [f'--grad_accum={accum}'], tiny_data, tmp_path / 'ddp', launcher=torchrun)
     ws, wd = weights(run_dir(tmp_path / 'single')), weights(run_dir(tmp_path / 'ddp'))
     for k in ws:
         assert torch.allclose(ws[k], wd[k], atol=1e-5), (k, (ws[k] - wd[k]).abs().max())

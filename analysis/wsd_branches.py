@@ -1,0 +1,81 @@
+"""Loss and learning rate vs tokens of a WSD run with decay branches (train.py --decay_budgets=[...]).
+
+    python analysis/wsd_branches.py --run_dir=out/wsd_branches_s1337 --out=figures/wsd_branches/wsd_branches.png
+
+Reads <run_dir>/metrics.jsonl (the stable run) and <run_dir>/decay_<budget>/metrics.jsonl (the
+branches; same step and token axis) and prints each branch's final validation loss as a table.
+"""
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import configurator  # noqa: E402
+
+run_dir = ''
+out = ''            # '' = <run_dir>/figures/wsd_branches.png
+smooth = 5          # moving average of the training loss over this many log points
+
+
+def read(d):
+    with open(os.path.join(d, 'metrics.jsonl')) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def series(ms, event, key):
+    pts = [(m['tokens'], m[key]) for m in ms if m['event'] == event and key in m]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def moving_average(y, k):
+    return [sum(y[max(0, i - k + 1):i + 1]) / len(y[max(0, i - k + 1):i + 1]) for i in range(len(y))]
+
+
+def main():
+    configurator.configure(globals())
+    if not run_dir or not os.path.exists(os.path.join(run_dir, 'metrics.jsonl')):
+        raise configurator.UserError(f"--run_dir='{run_dir}' has no metrics.jsonl: pass a train.py run directory")
+    from train import format_tokens
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    branches = sorted(glob.glob(os.path.join(run_dir, 'decay_*')), key=lambda d: int(d.rsplit('_', 1)[1]))
+    if not branches:
+        raise configurator.UserError(f"no decay_<budget>/ branches in {run_dir}: train with --decay_budgets=[...]")
+    fig, (ax, lr_ax) = plt.subplots(2, 1, figsize=(7.5, 6), sharex=True, gridspec_kw={'height_ratios': [3, 1]})
+    stable = read(run_dir)
+    x, y = series(stable, 'train', 'loss')
+    ax.plot(x, moving_average(y, smooth), color='0.4', lw=1, label='stable run (train)')
+    ax.plot(*series(stable, 'evaluate', 'val_loss'), 'o', color='0.4', ms=3, label='stable run (val)')
+    lr_ax.plot(*series(stable, 'train', 'lr'), color='0.4')
+    rows = []
+    for c, d in enumerate(branches):
+        ms, budget = read(d), int(d.rsplit('_', 1)[1])
+        color = plt.cm.viridis(0.15 + 0.7 * c / max(1, len(branches) - 1))
+        x, y = series(ms, 'train', 'loss')
+        vx, vy = series(ms, 'evaluate', 'val_loss')
+        start = ms[0]['tokens']
+        ax.plot(x, moving_average(y, smooth), color=color, lw=1.2, label=f'decay to {format_tokens(budget)} (train)')
+        ax.plot(vx, vy, 's', color=color, ms=4, label=f'decay to {format_tokens(budget)} (val)')
+        ax.axvline(start, color=color, ls=':', lw=0.8)
+        lr_ax.plot(*series(ms, 'train', 'lr'), color=color)
+        rows.append((format_tokens(budget), format_tokens(start), vy[-1] if vy else None))
+    ax.set(ylabel='loss (nats/token)', title=f'WSD decay branches of {os.path.basename(os.path.normpath(run_dir))} '
+           f'(dotted: pre-decay checkpoints)')
+    lo = min(min(line.get_ydata()) for line in ax.get_lines() if not line.get_label().startswith('_'))
+    ax.set_ylim(lo - 0.1, lo + 2.5)  # the early loss is off the chart: the decays are what matters here
+    ax.legend(fontsize=8)
+    lr_ax.set(xlabel='training tokens', ylabel='learning rate')
+    fig.tight_layout()
+    path = out or os.path.join(run_dir, 'figures', 'wsd_branches.png')
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    fig.savefig(path, dpi=90)
+    print('| budget | decay starts at | final val loss |\n|---|---|---|')
+    for b, s, v in rows:
+        print(f'| {b} | {s} | {v:.4f} |' if v is not None else f'| {b} | {s} | n/a |')
+    print(f"wrote {path}")
+
+
+if __name__ == '__main__':
+    configurator.run_main(main)

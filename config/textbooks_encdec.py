@@ -1,0 +1,14 @@
+"""Encoder-decoder on tiny-textbooks split at the midpoint (first half -> second half), CPU scale."""
+# data: python prepare/tiny_textbooks.py (or the offline stand-in made by ./launcher.sh encdec_study)
+data = 'tiny_textbooks'
+objective = 'seq2seq'
+run_name = 'textbooks_encdec_s{seed}'
+n_layer, n_encoder_layer, n_head, n_embd = 2, 2, 4, 128
+block_size = 128
+pos_emb, norm, mlp, bias = 'rope', 'rmsnorm', 'swiglu', False
+batch_size = 16
+max_iters = 300
+learning_rate, min_lr = 2e-3, 2e-4
+warmup_iters = 30
+eval_interval, eval_iters, log_interval = 50, 8, 25
+log_tensorboard = False

@@ -1,0 +1,14 @@
+"""WikiText-103, differential input embeddings, rope positions: 6 layers, d=512, block 512, GPT-2 tokens (one GPU)."""
+# data: python prepare/wikitext103.py   (add --subset_ratio=0.1 for a quick run)
+data = 'wikitext103'
+run_name = 'wikitext_diff_s{seed}'
+diff_input = True
+pos_emb = 'rope'
+n_layer, n_head, n_embd = 6, 8, 512
+block_size = 512
+dropout = 0.1
+batch_size = 32
+max_iters = 20000
+learning_rate, min_lr = 6e-4, 6e-5
+warmup_iters = 500
+eval_interval, eval_iters, log_interval = 1000, 100, 50

@@ -1,0 +1,123 @@
+"""Every bad input: exit code 2, one line on stderr naming the bad thing and the fix, nothing written.
+
+The README's reliability section lists these cases; keep the two in step."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import data as datalib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--max_iters=2',
+        '--eval_interval=2', '--eval_iters=1', '--log_tensorboard=False', '--log_figures=False']
+
+
+@pytest.fixture(scope='module')
+def env(tiny_data, tmp_path_factory):
+    """A data root with broken variants of 'tiny', a trained checkpoint, a truncated checkpoint."""
+    root = tmp_path_factory.mktemp('bad')
+    droot = root / 'data'
+    shutil.copytree(tiny_data, droot)
+    for name in ('trunc', 'magic', 'version', 'smallval'):
+        shutil.copytree(droot / 'tiny', droot / name)
+    shard = lambda name: sorted(glob.glob(str(droot / name / 'train_*.bin')))[0]
+    with open(shard('trunc'), 'r+b') as f:
+        f.truncate(os.path.getsize(shard('trunc')) - 7)
+    with open(shard('magic'), 'r+b') as f:
+        f.write(b'NOTASHRD')
+    with open(shard('version'), 'r+b') as f:
+        f.seek(8)
+        f.write((99).to_bytes(4, 'little'))
+    tok = datalib.get_tokenizer({'kind': 'byte'})
+    datalib.write_lm_dataset(str(droot / 'smallval'), {'train': ['x' * 5000], 'val': ['tiny']}, tok)
+    bpe = datalib.get_tokenizer(datalib.train_bpe(iter(['hello world, hello there'] * 50), 300))
+    datalib.write_lm_dataset(str(droot / 'otherbpe'), {'train': ['hello world'] * 20, 'val': ['hello there'] * 20}, bpe)
+    runs = root / 'runs'
+    r = subprocess.run([sys.executable, 'train.py', '--data=tiny', f'--data_root={droot}', f'--out_dir={runs}',
+                        '--run_name=good', *TINY], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ckpt = runs / 'good' / 'ckpt' / 'last.pt'
+    shutil.copy(ckpt, root / 'truncated.pt')
+    with open(root / 'truncated.pt', 'r+b') as f:
+        f.truncate(100)
+    return {'data': str(droot), 'runs': str(runs), 'ckpt': str(runs / 'good'), 'truncated': str(root / 'truncated.pt')}
+
+
+T = ['python', 'train.py', '--data=tiny', '{data}', '{out}'] + TINY
+CASES = [
+    # (case, command, phrase expected in the one error line)
+    ('unknown config key', T + ['--learnin_rate=1e-3'], "did you mean 'learning_rate'"),
+    ('wrong value type', T + ['--batch_size=big'], '--batch_size expects an int'),
+    ('key without value', T + ['--max_iters'], 'has no value'),
+    ('missing config file', T + ['config/nope.py'], "config file 'config/nope.py' not found"),
+    ('missing data set', T + ['--data=wikitext103'], 'python prepare/wikitext103.py'),
+    ('auto_prepare without a prepare script', T + ['--data=zzz', '--auto_prepare=True'], 'no prepare/zzz.py'),
+    ('truncated shard', T + ['--data=trunc'], 'truncated'),
+    ('shard with wrong magic', T + ['--data=magic'], 'wrong magic'),
+    ('shard with wrong format version', T + ['--data=version'], 'version'),
+    ('data vocabulary larger than the model', T + ['--vocab_size=64'], "larger than the model's vocab_size"),
+    ('validation split smaller than one window', T + ['--data=smallval'], 'fewer than block_size+1'),
+    ('n_embd not divisible by n_head', T + ['--n_embd=31'], 'not divisible by n_head'),
+    ('unknown pos_emb', T + ['--pos_emb=alibi'], 'valid values: none, learned'),
+    ('unknown norm', T + ['--norm=batchnorm'], 'valid values: layernorm, rmsnorm'),
+    ('unknown mlp', T + ['--mlp=relu2'], 'valid values: gelu, swiglu'),
+    ('unknown attn', T + ['--attn=sparse'], 'valid values: softmax'),
+    ('unknown lr_schedule', T + ['--lr_schedule=step'], 'valid values: cosine, wsd, constant'),
+    ('batch not divisible across ranks and accumulation', T + ['--global_batch_tokens=1000'], 'not divisible'),
+    ('bad run_name placeholder', T + ['--run_name={nope}'], 'bad placeholder'),
+    ('resume with no run', T + ['--init_from=resume', '--seed=99'], 'no run at'),
+    ('init_from a missing checkpoint', T + ['--init_from=/nonexistent/ckpt.pt'], 'not found'),
+    ('sample without a checkpoint', ['python', 'sample.py'], 'no checkpoint given'),
+    ('sample from a missing checkpoint', ['python', 'sample.py', '--ckpt=/nonexistent'], 'not found'),
+    ('sample from a truncated checkpoint', ['python', 'sample.py', '--ckpt={truncated}'], 'truncated'),
+    ('max_new_tokens < 1', ['python', 'sample.py', '--ckpt={ckpt}', '--max_new_tokens=0'], 'max_new_tokens must be >= 1'),
+    ('unreadable prompt file', ['python', 'sample.py', '--ckpt={ckpt}', '--file=/nonexistent.txt'], 'cannot read prompt file'),
+    ('unknown eval task', ['python', 'eval_tasks.py', 'flops', '--ckpt={ckpt}'], "unknown task 'flops'"),
+    ('eval data with another tokenizer', ['python', 'eval_tasks.py', 'ppl', '--ckpt={ckpt}', '--data=otherbpe', '{data}'],
+     'different tokenizer'),
+    ('eval stride out of range', ['python', 'eval_tasks.py', 'ppl', '--ckpt={ckpt}', '--data=tiny', '{data}', '--stride=999'],
+     'stride must be in'),
+    ('unknown launcher problem', ['bash', 'launcher.sh', 'quikstart'], "nearest: quickstart"),
+    ('unknown bench variant', ['python', 'bench.py', '--variants=gpt2,flashy'], "unknown variant 'flashy'"),
+    ('empty prepare source', ['python', 'prepare/text.py', '--source={empty}', '--tokenizer=byte', '--out_dir={out}/x'],
+     'no .txt/.jsonl/.parquet files'),
+]
+
+
+@pytest.mark.parametrize('case,command,phrase', CASES, ids=[c[0] for c in CASES])
+def test_bad_input(env, tmp_path, case, command, phrase):
+    (tmp_path / 'empty').mkdir()
+    subs = {'{data}': f"--data_root={env['data']}", '{out}': f'--out_dir={tmp_path}/out', '{ckpt}': env['ckpt'],
+            '{truncated}': env['truncated'], '{empty}': str(tmp_path / 'empty')}
+    args = []
+    for a in command:
+        for k, v in subs.items():
+            a = a.replace(k, v) if k != '{out}' or a == '{out}' else a.replace(k, f'{tmp_path}/out')
+        args.append(sys.executable if a == 'python' else a)
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2, (case, r.returncode, r.stderr[-1500:])
+    assert len(lines) == 1 and lines[0].startswith('error: '), (case, r.stderr[-1500:])
+    assert phrase in lines[0], (case, lines[0])
+    assert not os.path.exists(tmp_path / 'out'), f'{case}: something was written'
+
+
+def test_resume_with_changed_flags_writes_nothing(env):
+    before = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(env['runs'], '**'), recursive=True)}
+    r = subprocess.run([sys.executable, 'train.py', '--data=tiny', f"--data_root={env['data']}",
+                        f"--out_dir={env['runs']}", '--run_name=good', *TINY, '--init_from=resume', '--mlp=swiglu'],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and 'cannot resume' in r.stderr and 'mlp' in r.stderr
+    after = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(env['runs'], '**'), recursive=True)}
+    assert before == after
+
+
+def test_long_prompt_and_large_top_k_get_notices_not_errors(env):
+    r = subprocess.run([sys.executable, 'sample.py', f"--ckpt={env['ckpt']}", '--prompt=' + 'a' * 100,
+                        '--max_new_tokens=3', '--top_k=100000'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'more than block_size=32' in r.stderr and 'clamped' in r.stderr

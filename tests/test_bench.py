@@ -1,0 +1,43 @@
+"""bench.py measures every variant on CPU and writes its table and JSON."""
+import json
+import os
+import subprocess
+import sys
+
+import bench
+from model import GPTConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def implemented(name):
+    try:
+        bench.model_config(name)
+        return True
+    except ValueError:
+        return False
+
+
+def test_bench_every_variant_tiny(tmp_path):
+    out = tmp_path / 'bench.json'
+    r = subprocess.run([sys.executable, 'bench.py', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16',
+                        '--vocab_size=64', '--batch_size=2', '--steps=2', '--warmup=1', '--gen_tokens=3',
+                        f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row['variant']: row for row in json.load(open(out))['rows']}
+    assert list(rows) == bench.DEFAULT_ORDER
+    for name, row in rows.items():
+        if implemented(name):
+            assert row['step_ms'] > 0 and row['tok_per_s'] > 0 and row['gen_tok_s_cached'] > 0, row
+            assert row['flops_per_token'] > 0 and row['peak_mem_mb'] > 0
+            assert f'| {name} |' in r.stdout
+        else:
+            assert 'not implemented' in row['error']
+    assert rows['gpt2']['step_time_ratio'] == 1.0
+    assert sum(implemented(n) for n in rows) >= 11   # baseline family, every pos_emb, diff_input
+
+
+def test_unknown_variant_is_one_line_error():
+    r = subprocess.run([sys.executable, 'bench.py', '--variants=gpt2,flashy'], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "unknown variant 'flashy'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
