@@ -57,8 +57,8 @@ VARIANTS = {
        ('none', 'sinusoidal', 'sinonly', 'binary', 'binary_norm', 'decimal', 'decimal_norm', 'rope')},
     'linear': {**GPT2, 'attn': 'linear'},
     'diff': {**GPT2, 'attn': 'diff'},
-    'ngpt': {**MODERN, 'ngpt': True},
-    'diffngpt': {**MODERN, 'ngpt': True, 'attn': 'diff'},
+    'ngpt': {**MODERN, 'qk_norm': False, 'ngpt': True},               # nGPT normalizes q/k itself
+    'diffngpt': {**MODERN, 'qk_norm': False, 'ngpt': True, 'attn': 'diff'},
     'diff_input': {**GPT2, 'diff_input': True},
     'encdec': {**GPT2, 'n_encoder_layer': -1},   # -1: half of n_layer, decoder gets the rest
 }
