@@ -1039,7 +1039,8 @@ def dpo_setup(cfg, ckpt, model, datasets, tokenizer, dev, autocast, master):
         raise UserError("this run's checkpoint names no reference: pass --ref_ckpt=<SFT run dir or .pt>")
     if cfg['init_from'] != 'resume':
         init = load_checkpoint(cfg['init_from'])['model_config']
-        diff = [k for k, v in model.config.to_dict().items() if init.get(k) != v]
+        # flags added after the checkpoint was written are absent from it and keep their defaults
+        diff = [k for k, v in model.config.to_dict().items() if k in init and init[k] != v]
         if diff:
             raise UserError(f"objective='dpo': model flags differ from init_from's checkpoint ({', '.join(diff)}): "
                             f"the policy must be the whole SFT model; run with the SFT run's config file")
