@@ -120,9 +120,11 @@ def measure(name, dev):
         if hasattr(model, 'normalize_weights') and cfg.ngpt:
             model.normalize_weights()
 
+    t0 = time.perf_counter()
     for _ in range(warmup):
         step()
     sync(dev)
+    warmup_s = time.perf_counter() - t0  # includes torch.compile's compilation for '+compile'
     times = []
     for _ in range(steps):
         if cuda:
@@ -141,6 +143,7 @@ def measure(name, dev):
     fpt = model.flops_per_token()
     peak = peak_flops or (device_peak_flops(dev) if cuda else 0)
     row = {'variant': name, 'params': model.num_params(), 'batch': B, 'block': T, 'step_ms': round(1000 * step_s, 2),
+           'warmup_s': round(warmup_s, 2),
            'tok_per_s': round(tok_s, 1), 'flops_per_token': fpt,
            'mfu': round(fpt * tok_s / peak, 4) if peak else None,
            'peak_mem_mb': round((torch.cuda.max_memory_allocated(dev) if cuda else
@@ -185,7 +188,7 @@ def device_peak_flops(dev):
 
 
 def table(rows, ratios):
-    keys = ['variant', 'params', 'step_ms', 'tok_per_s', 'mfu', 'peak_mem_mb', 'gen_tok_s_cached',
+    keys = ['variant', 'params', 'step_ms', 'warmup_s', 'tok_per_s', 'mfu', 'peak_mem_mb', 'gen_tok_s_cached',
             'gen_tok_s_uncached', 'cache_speedup']
     if ratios:
         keys.insert(3, 'step_time_ratio')
