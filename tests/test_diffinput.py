@@ -132,3 +132,16 @@ def test_diffinput_quick_pair_runs(tiny_data, tmp_path):
     assert rows[0]['final delta norm mean'] == '-' and rows[1]['final delta norm mean'] > 0
     for f in ('loss_curves.png', 'delta_norm_hist.png'):
         assert os.path.getsize(tmp_path / 'figures' / f) > 5000
+
+
+@pytest.mark.parametrize('problem', ['wikitext_baseline', 'wikitext_diff', 'wikitext_baseline_learned',
+                                     'wikitext_diff_learned'])
+def test_wikitext_problems_start_with_a_tiny_override(tiny_data, tmp_path, problem):
+    r = subprocess.run(['bash', 'launcher.sh', problem, '--data=tiny', f'--data_root={tiny_data}',
+                        f'--out_dir={tmp_path}', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32',
+                        '--batch_size=2', '--max_iters=1', '--eval_interval=1', '--eval_iters=1', '--warmup_iters=0',
+                        '--log_tensorboard=False', '--log_figures=False'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.load(open(glob.glob(os.path.join(tmp_path, '*', 'config.json'))[0]))
+    assert cfg['diff_input'] == ('diff' in problem) and cfg['pos_emb'] == ('learned' if 'learned' in problem else 'rope')
