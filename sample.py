@@ -3,6 +3,7 @@
     python sample.py --ckpt=out/stdlib_4x128_learned_s1337 --prompt="def main("
     python sample.py --ckpt=out/run/ckpt/last.pt --file=prompt.txt --num_samples=3
     echo "import os" | python sample.py --ckpt=out/run --prompt=-        # prompt from stdin
+    python sample.py --ckpt=out/samsum_encdec_s1337 --src="Anna: see you at 5?\nTom: ok"   # encoder-decoder
 
 The tokenizer and model flags come from the checkpoint: no config file or data needed.
 """
@@ -16,6 +17,7 @@ from configurator import UserError
 ckpt = ''                # checkpoint file or run directory (uses <run>/ckpt/last.pt)
 prompt = ''              # text; '-' reads stdin; '' starts from end-of-text
 file = ''                # read the prompt from this file instead
+src = ''                 # encoder-decoder checkpoints: the source text the encoder reads
 num_samples = 1
 max_new_tokens = 200
 temperature = 0.8
@@ -25,9 +27,19 @@ device = 'auto'
 
 
 def stream_sample(model, tokenizer, prompt_text, max_new_tokens, temperature=0.8, top_k=200, seed=1337,
-                  device='cpu', out=sys.stdout):
-    """Generate after prompt_text, printing text as it is produced. Returns the generated ids."""
-    ids = tokenizer.encode(prompt_text) if prompt_text else [tokenizer.eot_id]
+                  device='cpu', out=sys.stdout, src_text=''):
+    """Generate after prompt_text, printing text as it is produced. Returns the generated ids.
+    Encoder-decoder models read src_text in the encoder; their decoder starts from <|sep|>."""
+    encdec = model.config.n_encoder_layer > 0
+    if encdec and not src_text:
+        raise UserError(f"this is an encoder-decoder checkpoint (n_encoder_layer={model.config.n_encoder_layer}): "
+                        f"pass the source text with --src=...")
+    if src_text and not encdec:
+        raise UserError("--src is for encoder-decoder checkpoints; this model is decoder-only: use --prompt")
+    start = [tokenizer.sep_id] if encdec else ([] if prompt_text else [tokenizer.eot_id])
+    ids = start + (tokenizer.encode(prompt_text) if prompt_text else [])
+    src_ids = (torch.tensor([tokenizer.encode(src_text)[-model.config.block_size:]], dtype=torch.long, device=device)
+               if encdec else None)
     bs = model.config.block_size
     if len(ids) > bs and model.config.pos_emb == 'learned':
         print(f"[notice: prompt has {len(ids)} tokens, more than block_size={bs}; using its last {bs}]",
@@ -48,7 +60,8 @@ def stream_sample(model, tokenizer, prompt_text, max_new_tokens, temperature=0.8
 
     model.eval()
     with torch.no_grad():
-        model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen, on_token=on_token)
+        model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, generator=gen, on_token=on_token,
+                       src=src_ids)
     out.write(tokenizer.decode(new)[len(printed):] + '\n')
     out.flush()
     return new
@@ -82,7 +95,7 @@ def main():
         if num_samples > 1:
             print(f'--- sample {i + 1}/{num_samples} ---')
         stream_sample(model, tokenizer, text, max_new_tokens, temperature, min(top_k, tokenizer.vocab_size),
-                      seed + i, dev)
+                      seed + i, dev, src_text=src)
 
 
 if __name__ == '__main__':

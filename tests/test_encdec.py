@@ -220,3 +220,11 @@ def test_samsum_records_round_trip_and_train_with_transfer(tmp_path):
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert 'enc.0 <- h.0, enc.1 <- h.1, ln_enc <- ln_f' in r2.stdout
     assert 'h.0.cross.c_attn.weight' in r2.stdout and 'not in this model: none' in r2.stdout
+    # sample.py --src: the encoder reads the source; without it, one clear line
+    s = subprocess.run([sys.executable, 'sample.py', f'--ckpt={tmp_path / "out" / "encdec"}',
+                        '--src=Anna: see you at 3 pm?\nTom: ok', '--max_new_tokens=5', '--temperature=0'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert s.returncode == 0 and s.stdout.strip(), s.stderr
+    s = subprocess.run([sys.executable, 'sample.py', f'--ckpt={tmp_path / "out" / "encdec"}', '--max_new_tokens=5'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert s.returncode == 2 and 'pass the source text with --src' in s.stderr
