@@ -141,7 +141,8 @@ def measure(name, dev):
     step_s = statistics.median(times)
     tok_s = B * T / step_s
     fpt = model.flops_per_token()
-    peak = peak_flops or (device_peak_flops(dev) if cuda else 0)
+    from train import peak_flops_of
+    peak = peak_flops or (peak_flops_of(dev) if cuda else 0)
     row = {'variant': name, 'params': model.num_params(), 'batch': B, 'block': T, 'step_ms': round(1000 * step_s, 2),
            'warmup_s': round(warmup_s, 2),
            'tok_per_s': round(tok_s, 1), 'flops_per_token': fpt,
@@ -177,14 +178,6 @@ def measure_generation(model, cfg, dev, src):
     uncached = n / (time.perf_counter() - t0)
     return {'gen_tokens': n, 'gen_tok_s_cached': round(cached, 1), 'gen_tok_s_uncached': round(uncached, 1),
             'cache_speedup': round(cached / uncached, 2)}
-
-
-def device_peak_flops(dev):
-    name = torch.cuda.get_device_name(dev)
-    for key, flops in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12), ('L40', 181e12), ('4090', 165e12)):
-        if key in name:
-            return flops
-    return 0
 
 
 def table(rows, ratios):

@@ -777,7 +777,7 @@ def train(cfg, ddp, rank, world, dev, master):
                     torch.distributed.all_reduce(ex, op=torch.distributed.ReduceOp.AVG)
                 rec.update({k: round(v / (steps_since_log * accum), 5) for k, v in zip(extra_sum, ex.tolist())})
                 extra_sum = {}
-            if device_type == 'cuda':
+            if device_type == 'cuda' and peak_flops_of(dev):
                 rec['mfu'] = round(flops_per_token * tok_s / (world * peak_flops_of(dev)), 4)
             for name, t in raw_model.diagnostics.items():  # e.g. diff_input's delta norms
                 t = t.float().flatten()
@@ -890,12 +890,13 @@ def catch_stop_signals():
 
 
 def peak_flops_of(dev):
-    """bf16 dense peak of the device, for MFU (H100 SXM 989 TFLOP/s; unknown GPUs use A100's 312)."""
+    """Dense bf16 peak FLOP/s of a CUDA device, for MFU; 0 for a GPU not in the table (then no MFU is
+    reported rather than a guessed one). bench.py uses this too."""
     name = torch.cuda.get_device_name(dev)
     for key, flops in (('H200', 989e12), ('H100', 989e12), ('A100', 312e12), ('L40', 181e12), ('4090', 165e12)):
         if key in name:
             return flops
-    return 312e12
+    return 0
 
 
 # ----------------------------------------------------------------------------- Hugging Face interop (issue 10)
