@@ -490,7 +490,7 @@ def main():
         raise UserError(f"unknown task '{given}'; usage: python eval_tasks.py <{'|'.join(TASKS)}> --ckpt=... [--key=value]")
     task = sys.argv[1]
     configurator.configure(globals(), sys.argv[2:])
-    from train import load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
     if not ckpt:
         raise UserError("no checkpoint given; pass --ckpt=<run dir or .pt file>")
     c = load_checkpoint(ckpt)

@@ -325,7 +325,7 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
     """Write the transformers folder for a checkpoint; returns the max logit difference."""
     _need_transformers()
     from transformers import AutoModelForCausalLM
-    from train import load_checkpoint
+    from checkpoint import load_checkpoint
     from model import GPT, GPTConfig
     import data as datalib
     c = load_checkpoint(ckpt_path)

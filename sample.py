@@ -69,7 +69,7 @@ def stream_sample(model, tokenizer, prompt_text, max_new_tokens, temperature=0.8
 
 def main():
     configurator.configure(globals())
-    from train import load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
     if not ckpt:
         raise UserError("no checkpoint given; pass --ckpt=<run dir or .pt file>")
     if max_new_tokens < 1:

@@ -24,6 +24,7 @@ import configurator
 from configurator import UserError
 import data as datalib
 from model import GPT, GPTConfig, encdec_state_from_decoder_only
+from checkpoint import load_checkpoint, load_matching, model_from_checkpoint, save_checkpoint
 
 # ----------------------------------------------------------------------------- settings
 # I/O and runs
@@ -389,62 +390,6 @@ def choose_run_dir(cfg):
         raise UserError(f"cannot resume {candidates[-1]}: these settings differ from the run's config.json: "
                         f"{', '.join(changed)}; resume with the same settings or start a new run")
     return free
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path, obj):
-    """Atomic: write a temporary file, fsync, rename. A crash leaves the previous checkpoint intact."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        if path.endswith('.safetensors'):
-            f.write(safetensors_bytes(obj))
-        else:
-            torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if path.endswith('.safetensors'):  # a readable copy of what is not a tensor (the file's header is the original)
-        with open(path[:-len('.safetensors')] + '.json', 'w') as f:
-            json.dump(split_tensors(obj, {}, '', {}), f, indent=1)
-
-
-def load_checkpoint(path):
-    """Checkpoints hold plain types and tensors only: weights_only=True cannot run code."""
-    if os.path.isdir(path):
-        st = os.path.join(path, 'ckpt', 'last.safetensors')
-        path = st if os.path.exists(st) and not os.path.exists(os.path.join(path, 'ckpt', 'last.pt')) else \
-            os.path.join(path, 'ckpt', 'last.pt')
-    if not os.path.exists(path):
-        raise UserError(f"checkpoint '{path}' not found; pass a .pt file or a run directory that has ckpt/last.pt")
-    try:
-        if path.endswith('.safetensors'):
-            return checkpoint_from_safetensors(path)
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                        f"it is truncated or not a checkpoint")
-
-
-def model_from_checkpoint(ckpt):
-    """(model, tokenizer) from a checkpoint dict: no config file or data dir needed."""
-    try:
-        model = GPT(GPTConfig.from_dict(ckpt['model_config']))
-    except (ValueError, TypeError) as e:
-        raise UserError(f"incompatible checkpoint: {e}")
-    model.load_state_dict(ckpt['model'])
-    return model, datalib.get_tokenizer(ckpt['tokenizer'])
-
-
-def load_matching(model, state):
-    """Copy tensors whose name and shape match; list the rest (for init_from=<ckpt>)."""
-    own = model.state_dict()
-    loaded = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
-    model.load_state_dict({k: state[k] for k in loaded}, strict=False)
-    skipped = sorted(set(state) - set(loaded))
-    fresh = sorted(set(own) - set(loaded))
-    return loaded, skipped, fresh
 
 
 # ----------------------------------------------------------------------------- logging
@@ -912,58 +857,6 @@ def hf_weights(cfg, meta):
                         f"tokenized with '{name(meta['tokenizer'])}'; prepare the data with the same tokenizer")
     cfg.update({k: v for k, v in mc.items() if k != 'dropout'})
     return sd
-
-
-def split_tensors(obj, tensors, name, seen):
-    """ckpt_format='safetensors': a checkpoint dict -> JSON-able structure with {'__tensor__': name}
-    where tensors were (collected in `tensors`; tied tensors are stored once). Dicts with int keys
-    (optimizer state) become {'__int_keys__': [[k, v], ...]} so they come back as ints."""
-    if isinstance(obj, torch.Tensor):
-        key = (obj.data_ptr(), tuple(obj.shape), obj.dtype)
-        if obj.numel() and key in seen:
-            return {'__tensor__': seen[key]}
-        seen[key] = name
-        tensors[name] = obj.detach().cpu().contiguous()
-        return {'__tensor__': name}
-    if isinstance(obj, dict):
-        sub = lambda k: f"{name}.{k}" if name else str(k)
-        if any(not isinstance(k, str) for k in obj):
-            return {'__int_keys__': [[k, split_tensors(v, tensors, sub(k), seen)] for k, v in obj.items()]}
-        # model weights keep their plain names (any safetensors reader sees 'wte.weight', ...)
-        return {k: split_tensors(v, tensors, k if name == 'model' else sub(k), seen) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [split_tensors(v, tensors, f"{name}.{i}", seen) for i, v in enumerate(obj)]
-    return obj
-
-
-def join_tensors(obj, tensors):
-    if isinstance(obj, dict):
-        if '__tensor__' in obj:
-            return tensors[obj['__tensor__']]
-        if '__int_keys__' in obj:
-            return {k: join_tensors(v, tensors) for k, v in obj['__int_keys__']}
-        return {k: join_tensors(v, tensors) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [join_tensors(v, tensors) for v in obj]
-    return obj
-
-
-def safetensors_bytes(obj):
-    """One file: the tensors, and the rest as JSON in the header's metadata (so one rename is atomic)."""
-    from safetensors.torch import save
-    tensors = {}
-    rest = split_tensors(obj, tensors, '', {})
-    return save(tensors, metadata={'gptlab_checkpoint': json.dumps(rest)})
-
-
-def checkpoint_from_safetensors(path):
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    with safe_open(path, 'pt') as f:
-        meta = f.metadata() or {}
-    if 'gptlab_checkpoint' not in meta:
-        raise ValueError("no gptlab_checkpoint metadata (not written by train.py)")
-    return join_tensors(json.loads(meta['gptlab_checkpoint']), load_file(path))
 
 
 # ----------------------------------------------------------------------------- dpo

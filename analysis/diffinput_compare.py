@@ -107,7 +107,7 @@ def write_results(runs):
     # delta norms of the trained diff_input model on one validation batch
     sys.path.insert(0, ROOT)
     import data as datalib
-    from train import load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
     model, _ = model_from_checkpoint(load_checkpoint(runs['diff_input']['run_dir']))
     model.eval()
     shards = datalib.open_split(os.path.join(data_root, data), 'val', model.config.vocab_size)

@@ -115,7 +115,7 @@ def main():
                 run(list(prepare) + [f'--out_dir={os.path.join(data_root, name)}'])
         end = run(['train.py', sft_cfg_path] + common + list(sft_args))
         ref = end['run_dir']
-    from train import load_checkpoint
+    from checkpoint import load_checkpoint
     sft_run_cfg = load_checkpoint(ref)['config']
     lm_data = sft_run_cfg['data']
     # 3. pairs from the SFT data's held-out split

@@ -90,7 +90,7 @@ def plot_record(model, tokenizer, rec, path, fig_title, n_src=48, n_tgt=24):
 
 def main():
     configurator.configure(globals())
-    from train import load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
     if not ckpt:
         raise UserError("no checkpoint given; pass --ckpt=<run dir or .pt file> of an encoder-decoder run")
     model, tokenizer = model_from_checkpoint(load_checkpoint(ckpt))

@@ -14,7 +14,7 @@ from configurator import UserError  # noqa: E402
 
 def load_model(path):
     """(model in eval mode, tokenizer, checkpoint dict) from a .pt file or a run directory."""
-    from train import load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
     ckpt = load_checkpoint(path)
     model, tok = model_from_checkpoint(ckpt)
     return model.eval(), tok, ckpt

@@ -82,7 +82,7 @@ def plot_encodings(path, n_pos, d, learned=None, head=64, theta=10000.0):
 
 
 def learned_table(ckpt_path):
-    from train import load_checkpoint
+    from checkpoint import load_checkpoint
     c = load_checkpoint(ckpt_path)
     if 'wpe.weight' not in c['model']:
         raise configurator.UserError(f"{ckpt_path} has no learned position table (pos_emb={c['model_config']['pos_emb']})")

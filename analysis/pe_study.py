@@ -78,7 +78,7 @@ def read_metrics(run_dir):
 
 def evaluate(run_dir, val):
     import eval_tasks
-    from train import load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
     model, tok = model_from_checkpoint(load_checkpoint(run_dir))
     rows = eval_tasks.algorithmic_accuracy(model, tok, val, eval_n, 0, seed=4321)
     ppl, curve = eval_tasks.position_perplexity(model, val, eval_windows)

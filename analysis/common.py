@@ -1,0 +1,98 @@
+"""What every study script shares: run a training (or any) script in a subprocess, reuse a finished run,
+read its metrics, summarize seeds. A study script is then about its study only.
+
+    from common import ROOT, train_run, read_metrics, curve, mean_std
+
+Runs go to an explicit directory (out_dir/run_name), so a study knows where each run is before it
+starts. A finished run (train_end in metrics.jsonl, made by the same arguments) is reused, not redone.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from configurator import UserError  # noqa: E402
+
+ECHO = ('step ', '{"event": "evaluate"', '{"event": "train_end"', 'init_from', 'wrote', 'error')
+
+
+def run_script(args, threads=1, echo=ECHO, quiet=False):
+    """python <args...> from the repository root, echoing progress lines; returns stdout+stderr as text.
+    A failure raises one UserError line with the command and the last lines it printed."""
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
+    cmd = [sys.executable, *[str(a) for a in args]]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    out = []
+    for line in p.stdout:
+        out.append(line)
+        if not quiet and line.startswith(echo):
+            print('   ' + line.rstrip()[:200], flush=True)
+    if p.wait() != 0:
+        tail = ''.join(out[-15:]).rstrip()
+        raise UserError(f"command failed (exit {p.returncode}): {' '.join(cmd[1:])}\n{tail}")
+    return ''.join(out)
+
+
+def is_finished(run_dir, args=None):
+    """The run ended (train_end) and, when args are given, was made by exactly these arguments."""
+    try:
+        ended = any(e.get('event') == 'train_end' for e in read_metrics(run_dir))
+        if args is None or not ended:
+            return ended
+        with open(os.path.join(run_dir, 'study_args.json')) as f:
+            return json.load(f) == [str(a) for a in args]
+    except (OSError, ValueError):
+        return False
+
+
+def train_run(args, out_dir, run_name, threads=1, reuse=True, quiet=False):
+    """train.py <args> into out_dir/run_name; returns the run dir. Reuses a finished run of the same
+    arguments; otherwise the directory is cleared first so the run name never gets a _v2 version."""
+    run_dir = os.path.join(out_dir, run_name)
+    args = [*[str(a) for a in args], f'--out_dir={out_dir}', f'--run_name={run_name}']
+    if reuse and is_finished(run_dir, args):
+        if not quiet:
+            print(f"== {run_name}: reusing {run_dir}", flush=True)
+        return run_dir
+    if os.path.exists(run_dir):
+        import shutil
+        shutil.rmtree(run_dir)
+    if not quiet:
+        print(f"== training {run_name}", flush=True)
+    run_script(['train.py', *args], threads=threads, quiet=quiet)
+    with open(os.path.join(run_dir, 'study_args.json'), 'w') as f:
+        json.dump(args, f)
+    return run_dir
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def curve(run_dir, key='val_loss', event='evaluate', x='step'):
+    """[(x, value)] of one metric over a run (x = 'step' or 'tokens')."""
+    return [(e[x], e[key]) for e in read_metrics(run_dir) if e.get('event') == event and e.get(key) is not None]
+
+
+def final(run_dir, key='val_loss', event='evaluate'):
+    pts = curve(run_dir, key, event)
+    return pts[-1][1] if pts else float('nan')
+
+
+def mean_std(values):
+    """(mean, sample std) of a list; std is 0 for one value."""
+    v = [float(x) for x in values]
+    m = sum(v) / len(v)
+    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return m, s
+
+
+def fmt(values, digits=3):
+    """'mean ± std (n=k)' for a table cell."""
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
