@@ -141,7 +141,7 @@ def measure(name, dev):
     step_s = statistics.median(times)
     tok_s = B * T / step_s
     fpt = model.flops_per_token()
-    from train import peak_flops_of
+    from common import peak_flops_of
     peak = peak_flops or (peak_flops_of(dev) if cuda else 0)
     row = {'variant': name, 'params': model.num_params(), 'batch': B, 'block': T, 'step_ms': round(1000 * step_s, 2),
            'warmup_s': round(warmup_s, 2),

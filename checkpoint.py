@@ -12,7 +12,7 @@ import torch
 
 from configurator import UserError
 import data as datalib
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, encdec_state_from_decoder_only
 
 
 def save_checkpoint(path, obj):
@@ -73,6 +73,26 @@ def load_matching(model, state):
     skipped = sorted(set(state) - set(loaded))
     fresh = sorted(set(own) - set(loaded))
     return loaded, skipped, fresh
+
+
+def init_weights_from(model, path):
+    """init_from=<checkpoint or run dir>: load the tensors that match by name and shape into `model`;
+    returns the lines to print (what was loaded, what was not in this model, what starts fresh)."""
+    src = load_checkpoint(path)
+    state, notes = src['model'], []
+    n_enc = model.config.n_encoder_layer
+    if n_enc and not any(k.startswith('enc.') for k in state):
+        # n_encoder_layer: decoder-only -> encoder-decoder; encoder blocks start as the decoder's blocks
+        state = {**state, **encdec_state_from_decoder_only(state, model.config)}
+        n_dec = len({k.split('.')[1] for k in src['model'] if k.startswith('h.')})
+        notes.append(f"init_from {path}: encoder initialized from decoder-only blocks: "
+                     + ', '.join(f'enc.{i} <- h.{i % n_dec}' for i in range(n_enc)) + ', ln_enc <- ln_f')
+    loaded, skipped, fresh = load_matching(model, state)
+    notes.append(f"init_from {path}: loaded {len(loaded)} tensors; not in this model: {skipped or 'none'}; "
+                 f"newly initialized: {fresh or 'none'}")
+    if model.config.ngpt:  # loaded weights onto the unit sphere (a resumed run's checkpoint already is: exact resume)
+        model.normalize_weights()
+    return notes
 
 
 # ----------------------------------------------------------------------------- ckpt_format='safetensors'

@@ -117,7 +117,8 @@ def task_preference(model, tokenizer, ckpt_meta):
     With a reference, rewards are DPO's implicit beta * (log pi - log ref) (a model against itself ties on
     every pair: accuracy 0.5, margin 0). logp_accuracy is reference-free: how often the model alone gives
     the chosen response the higher (summed or length-normalized) log-probability."""
-    from train import dpo_loss, dpo_score, load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
+    from objectives import dpo_loss, dpo_score
     data_dir = os.path.join(data_root, data)
     check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
     recs = datalib.open_pairs(data_dir, split)

@@ -451,6 +451,22 @@ def load_hf(source):
     return full, sd, spec
 
 
+HF_NAMES = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+
+
+def hf_weights(cfg, meta):
+    """train.py's init_from='gpt2'.. or 'hf:DIR': the model flags come from the transformers config
+    (dropout stays this run's; cfg is updated); the data must use the same tokenizer. Returns the
+    state dict to load."""
+    mc, sd, spec = load_hf(cfg['init_from'])
+    if spec != meta['tokenizer']:
+        name = lambda s: s.get('name', s.get('kind'))
+        raise UserError(f"init_from='{cfg['init_from']}' uses tokenizer '{name(spec)}' but data '{cfg['data']}' was "
+                        f"tokenized with '{name(meta['tokenizer'])}'; prepare the data with the same tokenizer")
+    cfg.update({k: v for k, v in mc.items() if k != 'dropout'})
+    return sd
+
+
 def main():
     configurator.configure(globals())
     if not ckpt:

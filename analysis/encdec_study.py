@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 import configurator  # noqa: E402
 import data as datalib  # noqa: E402
-import train as trainlib  # noqa: E402
+import objectives  # noqa: E402
+from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 out_dir = 'out/encdec_study'
@@ -212,8 +213,8 @@ def run_setup(run_dir, **override):
     """(cfg, model, training data) of a run, from its config.json (model flags may be overridden)."""
     with open(os.path.join(run_dir, 'config.json')) as f:
         cfg = {**json.load(f), **override}
-    model = GPT(GPTConfig(**{k: cfg[k] for k in trainlib.MODEL_KEYS}))
-    d = trainlib.open_objective_data(cfg, os.path.join(cfg['data_root'], cfg['data']), 'train')
+    model = GPT(GPTConfig(**{k: cfg[k] for k in GPTConfig.__dataclass_fields__}))
+    d = objectives.open_objective_data(cfg, os.path.join(cfg['data_root'], cfg['data']), 'train')
     return cfg, model, d
 
 
@@ -237,7 +238,7 @@ def saved_activation_bytes(model, b, cfg):
             seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
         return t
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = trainlib.objective_loss(model, b, cfg)
+        loss = objectives.objective_loss(model, b, cfg)
     loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(seen.values())
@@ -254,10 +255,10 @@ def bench(run_dirs):
         for k, (cfg, model, d) in setups.items():
             pad = d.ids['pad'] if hasattr(d, 'ids') else -1
             model.train()
-            bs = [trainlib.objective_batch(cfg, d, 10_000 + rnd * 100 + i) for i in range(bench_steps + 1)]
+            bs = [objectives.objective_batch(cfg, d, 10_000 + rnd * 100 + i) for i in range(bench_steps + 1)]
             for i, b in enumerate(bs):
                 t0 = time.perf_counter()
-                trainlib.objective_loss(model, b, cfg).backward()
+                objectives.objective_loss(model, b, cfg).backward()
                 opts[k].step()
                 opts[k].zero_grad(set_to_none=True)
                 if i == 0:
@@ -403,8 +404,8 @@ def main():
     sys.path.insert(0, os.path.join(ROOT, 'analysis'))
     from encdec_attention import plot_record
     for task, data_name in data_of.items():
-        ck = trainlib.load_checkpoint(runs[f'{task}_encdec'])
-        model, tok = trainlib.model_from_checkpoint(ck)
+        ck = load_checkpoint(runs[f'{task}_encdec'])
+        model, tok = model_from_checkpoint(ck)
         recs = datalib.open_seq2seq(os.path.join(data_root, data_name), 'val')
         plot_record(model, tok, recs[0], os.path.join(figures_dir, f'attention_{task}.png'),
                     f'{task} ({data_name}) val[0]: encoder-decoder attention maps', n_src=64 if task == 'samsum' else 32,

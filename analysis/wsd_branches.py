@@ -36,7 +36,7 @@ def main():
     configurator.configure(globals())
     if not run_dir or not os.path.exists(os.path.join(run_dir, 'metrics.jsonl')):
         raise configurator.UserError(f"--run_dir='{run_dir}' has no metrics.jsonl: pass a train.py run directory")
-    from train import format_tokens
+    from schedule import format_tokens
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

@@ -10,7 +10,8 @@ import torch
 
 import data as datalib
 import eval_tasks
-import train
+import objectives
+from configurator import UserError
 from eval_tasks import ALGO_TASKS, algo_example, exact_match, greedy_continuation
 from model import GPT, GPTConfig
 
@@ -122,8 +123,8 @@ def algo_data(tiny_data):
 def test_algo_mix_batches_are_deterministic_and_mix_at_the_ratio(tiny_data, algo_data):
     cfg = dict(data='tiny', data_root=tiny_data, algo_data=os.path.basename(algo_data), algo_mix=0.25,
                block_size=32, batch_size=64, seed=3, vocab_size=320, objective='lm')
-    d = train.open_objective_data(cfg, os.path.join(tiny_data, 'tiny'), 'train')
-    a, b = train.objective_batch(cfg, d, 7), train.objective_batch(cfg, d, 7)
+    d = objectives.open_objective_data(cfg, os.path.join(tiny_data, 'tiny'), 'train')
+    a, b = objectives.objective_batch(cfg, d, 7), objectives.objective_batch(cfg, d, 7)
     assert torch.equal(a['x'], b['x']) and torch.equal(a['y'], b['y'])
     assert torch.equal(a['x'][:, 1:], a['y'][:, :-1])
     plain_x, _ = datalib.get_lm_batch(d['shards'], 32, 64, 3, 7)
@@ -131,12 +132,12 @@ def test_algo_mix_batches_are_deterministic_and_mix_at_the_ratio(tiny_data, algo
     assert 0 < len(mixed) < 64
     starts = ('reverse :', 'sort :', 'copy :', 'add :', 'pass key', 'items')
     assert all(BYTE.decode(a['x'][r].tolist()).startswith(starts) for r in mixed)  # packed from a record start
-    rows = [len([r for r in range(64) if not torch.equal(train.objective_batch(cfg, d, i)['x'][r],
+    rows = [len([r for r in range(64) if not torch.equal(objectives.objective_batch(cfg, d, i)['x'][r],
                                                           datalib.get_lm_batch(d['shards'], 32, 64, 3, i)[0][r])])
             for i in range(8)]
     assert 0.15 < sum(rows) / (8 * 64) < 0.35
-    with pytest.raises(train.UserError, match='block_size'):
-        train.open_objective_data({**cfg, 'block_size': 64}, os.path.join(tiny_data, 'tiny'), 'train')
+    with pytest.raises(UserError, match='block_size'):
+        objectives.open_objective_data({**cfg, 'block_size': 64}, os.path.join(tiny_data, 'tiny'), 'train')
 
 
 def test_algorithmic_accuracy_rows_on_a_small_model(tiny_data):

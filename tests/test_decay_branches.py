@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
-import train
-from train import lr_at, MODEL_SIZES, decay_points, format_tokens
+import schedule
+from configurator import UserError
+from schedule import lr_at, MODEL_SIZES, decay_points, format_tokens
 from test_train import run_train, run_dir, metrics, weights, ROOT
 
 TPS = 8 * 32  # tokens per step of test_train's TINY settings (batch 8 x block 32)
@@ -90,5 +91,5 @@ def test_model_size_preset_with_explicit_values_winning(tiny_data, tmp_path):
     assert cfg['learning_rate'] == lr and cfg['min_lr'] == pytest.approx(lr / 10)
     assert os.path.basename(d) == f'tiny_learned_{format_tokens(TPS * 3)}_s1337' == 'tiny_learned_768_s1337'
     assert 'model_size tiny' in r.stdout
-    with pytest.raises(train.UserError, match="unknown model_size 'huge'"):
-        train.apply_model_size({'model_size': 'huge'})
+    with pytest.raises(UserError, match="unknown model_size 'huge'"):
+        schedule.apply_model_size({'model_size': 'huge'}, {})

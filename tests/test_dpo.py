@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'prepare'))
 import data  # noqa: E402
 import pairs as pairlib  # noqa: E402
-import train  # noqa: E402
+import objectives  # noqa: E402
+from configurator import UserError  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 MODEL = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=96', '--pos_emb=rope', '--log_tensorboard=False',
@@ -49,9 +50,9 @@ def test_dpo_loss_equals_hand_computation(length_normalize):
     b = data.collate_pairs(recs, 32, pad_id=39)
     assert b['x'].shape == (6, 12)  # 2B rows, padded to the longest sequence minus one
     with torch.no_grad():
-        lp, n = train.response_logps(policy, b)
-        rlp, _ = train.response_logps(ref, b)
-    loss, ex = train.dpo_loss(lp, rlp, n, beta, length_normalize)
+        lp, n = objectives.response_logps(policy, b)
+        rlp, _ = objectives.response_logps(ref, b)
+    loss, ex = objectives.dpo_loss(lp, rlp, n, beta, length_normalize)
     losses, margins, wins = [], [], []
     for r in recs:
         norm = lambda f: len(r[f]) if length_normalize else 1
@@ -66,7 +67,7 @@ def test_dpo_loss_equals_hand_computation(length_normalize):
     assert ex['acc'].item() == pytest.approx(sum(wins) / 3)
     assert n.tolist() == [3, 7, 2, 6, 1, 4]
     # the reference against itself: every pair ties, loss log 2, accuracy one half
-    loss, ex = train.dpo_loss(rlp, rlp, n, beta, length_normalize)
+    loss, ex = objectives.dpo_loss(rlp, rlp, n, beta, length_normalize)
     assert loss.item() == pytest.approx(math.log(2)) and ex['acc'].item() == 0.5
 
 
@@ -92,12 +93,12 @@ def test_reference_gets_no_gradient_and_does_not_change():
     policy, ref = tiny_model(0), tiny_model(1)
     before = {k: v.clone() for k, v in ref.state_dict().items()}
     recs = records()
-    ref_lp, _ = train.dpo_score(ref, recs, 39, 32, 2, 'cpu')
+    ref_lp, _ = objectives.dpo_score(ref, recs, 39, 32, 2, 'cpu')
     assert not ref_lp.requires_grad
     d = {'records': recs, 'pad_id': 39, 'ref': ref_lp}
-    b = train.dpo_attach_ref(data.iter_pair_batches(recs, 3, 32, 39).__next__(), d)
+    b = objectives.dpo_attach_ref(data.iter_pair_batches(recs, 3, 32, 39).__next__(), d)
     policy.train()
-    loss, _ = train.objective_loss(policy, b, {'objective': 'dpo', 'beta': 0.1, 'length_normalize': False})
+    loss, _ = objectives.objective_loss(policy, b, {'objective': 'dpo', 'beta': 0.1, 'length_normalize': False})
     loss.backward()
     assert all(p.grad is None for p in ref.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
@@ -231,10 +232,10 @@ def test_dpo_bad_settings_are_one_line_errors(sft_and_pairs, tmp_path):
     cfg = {'init_from': sft, 'ref_ckpt': '', 'data': 'tiny_pairs_noise', 'batch_size': 4, 'seq_max_len': 0,
            'block_size': 96, 'objective': 'dpo', 'vocab_size': 320}
     other = GPT(GPTConfig(vocab_size=320, block_size=96, n_layer=1, n_head=2, n_embd=64, pos_emb='rope'))
-    with pytest.raises(train.UserError, match='n_embd'):
-        train.dpo_setup(cfg, None, other, [], data.get_tokenizer({'kind': 'byte'}), 'cpu', None, True)
+    with pytest.raises(UserError, match='n_embd'):
+        objectives.dpo_setup(cfg, None, other, [], data.get_tokenizer({'kind': 'byte'}), 'cpu', None, True)
     with pytest.raises(data.DataError, match='prepare/pairs.py'):
-        train.open_objective_data(cfg, os.path.join(tiny_data, 'tiny'), 'train')
+        objectives.open_objective_data(cfg, os.path.join(tiny_data, 'tiny'), 'train')
 
 
 def test_dpo_tinystories_end_to_end_on_a_local_file(tmp_path):

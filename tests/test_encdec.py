@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import data
-import train
+import checkpoint
 from model import GPT, GPTConfig, encdec_state_from_decoder_only, encode_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,7 +135,7 @@ def test_transfer_copies_exactly_the_listed_tensors():
     m = encdec(n_encoder_layer=3, qk_norm=True)
     state = dec.state_dict()
     extra = encdec_state_from_decoder_only(state, m.config)
-    loaded, skipped, fresh = train.load_matching(m, {**state, **extra})
+    loaded, skipped, fresh = checkpoint.load_matching(m, {**state, **extra})
     own = m.state_dict()
     assert not skipped
     assert set(fresh) == {k for k in own if '.cross.' in k or '.ln_x.' in k}  # only cross-attention is new

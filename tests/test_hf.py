@@ -11,7 +11,7 @@ pytest.importorskip('safetensors')
 
 import data  # noqa: E402
 import export_hf  # noqa: E402
-import train  # noqa: E402
+import checkpoint  # noqa: E402
 from configurator import UserError  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -41,7 +41,7 @@ def make_ckpt(path, tok_spec, **flags):
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    train.save_checkpoint(str(path), {'model': m.state_dict(), 'model_config': cfg.to_dict(), 'tokenizer': tok.spec,
+    checkpoint.save_checkpoint(str(path), {'model': m.state_dict(), 'model_config': cfg.to_dict(), 'tokenizer': tok.spec,
                                       'step': 7})
     return m
 
@@ -136,7 +136,7 @@ def test_init_from_hf_in_train(tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     run = os.path.join(tmp_path / 'out', 'tiny_2x32_rope_s1337')
     assert os.path.isfile(os.path.join(run, 'ckpt', 'last.safetensors'))
-    ck = train.load_checkpoint(run)  # a run dir with a safetensors checkpoint
+    ck = checkpoint.load_checkpoint(run)  # a run dir with a safetensors checkpoint
     assert ck['model_config']['pos_emb'] == 'rope' and ck['config']['init_from'].startswith('hf:')
     for k, v in src.state_dict().items():
         assert torch.equal(ck['model'][k], v), k
@@ -176,7 +176,7 @@ def test_safetensors_checkpoint_resume_equals_pt(tiny_data, tmp_path):
     b = run_dir(tmp_path / 'b')
     assert not os.path.exists(os.path.join(b, 'ckpt', 'last.pt'))
     assert os.path.isfile(os.path.join(b, 'ckpt', 'last.json'))  # the readable copy of the non-tensor part
-    ck = train.load_checkpoint(b)
+    ck = checkpoint.load_checkpoint(b)
     wa = weights(run_dir(tmp_path / 'a'))
     assert ck['step'] == 12 and all(torch.equal(wa[k], ck['model'][k]) for k in wa)
     r = subprocess.run([sys.executable, 'sample.py', f'--ckpt={b}', '--max_new_tokens=5', '--prompt=def'],
@@ -201,7 +201,7 @@ def test_gpt2_tokenizer_checkpoint_exports(tmp_path):
     gpt2 files load (CI), else the weights alone with a notice (offline)."""
     cfg = GPTConfig(vocab_size=50304, block_size=16, n_layer=1, n_head=2, n_embd=16)
     m = GPT(cfg)
-    train.save_checkpoint(str(tmp_path / 'c.pt'), {'model': m.state_dict(), 'model_config': cfg.to_dict(),
+    checkpoint.save_checkpoint(str(tmp_path / 'c.pt'), {'model': m.state_dict(), 'model_config': cfg.to_dict(),
                                                    'tokenizer': {'kind': 'gpt2'}, 'step': 0})
     assert export_hf.export(str(tmp_path / 'c.pt'), str(tmp_path / 'hf')) <= 1e-4
     try:

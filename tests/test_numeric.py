@@ -142,7 +142,7 @@ def test_eval_metrics_equal_hand_count(numeric_root):
 def two_runs(numeric_root, tmp_path_factory):
     """A linear-attention run of 4 steps on the small numeric set (the records objective, in a subprocess)
     and a softmax checkpoint of an untrained model saved the way train.py saves them."""
-    from train import save_checkpoint
+    from checkpoint import save_checkpoint
     out = str(tmp_path_factory.mktemp('numout'))
     r = subprocess.run([sys.executable, 'train.py', 'config/numeric_linear.py', '--n_embd=32', '--n_head=2',
                         '--batch_size=8', '--max_iters=4', '--eval_interval=2', '--eval_iters=2', '--log_interval=1',

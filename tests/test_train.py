@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 
-import train
-from train import lr_at
+import checkpoint
+from configurator import UserError
+from schedule import lr_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--data=tiny', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=8',
@@ -115,19 +116,19 @@ def test_ddp_two_ranks_equals_one_process_with_accumulation(tiny_data, tmp_path,
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = str(tmp_path / 'ckpt' / 'last.pt')
-    train.save_checkpoint(path, {'step': 1, 'w': torch.ones(3)})
+    checkpoint.save_checkpoint(path, {'step': 1, 'w': torch.ones(3)})
 
     def broken_save(obj, f):
         f.write(b'half a checkpoint')
         raise OSError('No space left on device')
     monkeypatch.setattr(torch, 'save', broken_save)
     with pytest.raises(OSError):
-        train.save_checkpoint(path, {'step': 2, 'w': torch.zeros(3)})
-    assert train.load_checkpoint(path)['step'] == 1
+        checkpoint.save_checkpoint(path, {'step': 2, 'w': torch.zeros(3)})
+    assert checkpoint.load_checkpoint(path)['step'] == 1
     with open(path, 'r+b') as f:  # a truncated checkpoint is a one-line user error
         f.truncate(10)
-    with pytest.raises(train.UserError, match='truncated'):
-        train.load_checkpoint(path)
+    with pytest.raises(UserError, match='truncated'):
+        checkpoint.load_checkpoint(path)
 
 
 def test_lr_schedules():
