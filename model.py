@@ -46,6 +46,15 @@ class GPTConfig:
     linear_chunk: int = 64       # attn='linear': training-time chunk length (quadratic only inside a chunk)
 
     def __post_init__(self):
+        for name in ('block_size', 'n_layer', 'n_head', 'n_embd'):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1 (0 in train.py = the data's vocabulary), got {self.vocab_size}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_theta <= 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
         for name, value, valid in (('pos_emb', self.pos_emb, POS_EMBS), ('norm', self.norm, NORMS),
                                    ('mlp', self.mlp, MLPS), ('attn', self.attn, ATTNS)):
             if value not in valid:

@@ -1,6 +1,6 @@
 """Every bad input: exit code 2, one line on stderr naming the bad thing and the fix, nothing written.
 
-The README's reliability section lists these cases; keep the two in step."""
+docs/reliability.md lists these cases; keep the two in step."""
 import glob
 import os
 import shutil
@@ -121,3 +121,32 @@ def test_long_prompt_and_large_top_k_get_notices_not_errors(env):
                         '--max_new_tokens=3', '--top_k=100000'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'more than block_size=32' in r.stderr and 'clamped' in r.stderr
+
+
+# Every setting is checked before the first side effect: on a checkout with no data/, the quickstart
+# (auto_prepare=True) with one bad setting exits 2 with one line and leaves no data/ or out/ behind.
+BAD_SETTINGS = ['--pos_emb=fourier', '--norm=batchnorm', '--mlp=relu', '--attn=flash', '--n_head=3', '--n_layer=0',
+                '--dropout=1.5', '--ngpt=True --bias=True', '--attn=diff --n_head=128', '--n_encoder_layer=-1',
+                '--linear_chunk=0', '--objective=dpo', '--algo_mix=2.0', '--global_batch_tokens=1000',
+                '--decay_budgets=[1000]', '--run_name={nope}']
+
+
+def test_bad_settings_fail_the_check():
+    """check_settings (run before anything is prepared or written) rejects each bad setting."""
+    import train
+    from configurator import UserError, parse_value
+    for bad in BAD_SETTINGS:
+        cfg = {**train.DEFAULTS, 'lr_schedule': 'wsd'}  # (decay_budgets needs wsd to reach its own check)
+        cfg.update((kv[2:].split('=', 1)[0], parse_value(kv.split('=', 1)[1])) for kv in bad.split())
+        with pytest.raises(UserError):
+            train.check_settings(cfg)
+
+
+def test_bad_settings_write_nothing(tmp_path):
+    for bad in BAD_SETTINGS[::4]:  # a few end to end (each is a process start); all of them in the test above
+        r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), os.path.join(ROOT, 'config', 'quickstart.py'),
+                            *bad.split()], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, f"{bad}: exit {r.returncode}\n{r.stdout[-500:]}\n{r.stderr[-1000:]}"
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('error: '), f"{bad}: {r.stderr}"
+        assert os.listdir(tmp_path) == [], f"{bad} left {os.listdir(tmp_path)} behind"
