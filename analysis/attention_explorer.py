@@ -45,12 +45,14 @@ def token_labels(tokenizer, ids):
     return labels
 
 
-def example_from_data(model, data_dir, split_name, i, limit):
-    """(src ids or None, decoder input ids) of example i, built as the trainer builds it."""
+def example_from_data(model, objective, data_dir, split_name, i, limit):
+    """(src ids or None, decoder input ids) of example i, built as the trainer builds it for the checkpoint's
+    objective (None, unknown: the data's records if it has them, else its LM shards)."""
     cfg = model.config
     meta = datalib.load_meta(data_dir)
     where = f"'{split_name}' of {data_dir}"
-    if os.path.isfile(datalib.seq2seq_path(data_dir, split_name)[:-4] + '.json'):
+    has_seq2seq = os.path.isfile(datalib.seq2seq_path(data_dir, split_name)[:-4] + '.json')
+    if cfg.n_encoder_layer or (has_seq2seq and objective in ('seq2seq', None)):
         recs = datalib.open_seq2seq(data_dir, split_name, cfg.vocab_size)
         if not 0 <= i < len(recs):
             raise UserError(f"--index={i} is outside the {len(recs)} records of {where}")
@@ -60,7 +62,7 @@ def example_from_data(model, data_dir, split_name, i, limit):
     if cfg.n_encoder_layer:
         raise UserError(f"{data_dir} has no seq2seq records for split '{split_name}'; an encoder-decoder "
                         f"checkpoint needs source/target records (prepare/samsum.py, prepare/tiny_textbooks.py)")
-    if os.path.isfile(os.path.join(data_dir, f'{split_name}.json')):  # records sets (one sequence per row)
+    if objective in ('records', None) and os.path.isfile(os.path.join(data_dir, f'{split_name}.json')):
         recs = datalib.open_records(data_dir, split_name, cfg.vocab_size)
         if not 0 <= i < len(recs):
             raise UserError(f"--index={i} is outside the {len(recs)} records of {where}")
@@ -197,7 +199,8 @@ def main():
     limit = min(max_tokens, model.config.block_size)
     if data:
         data_dir = data if os.path.isdir(data) else os.path.join(data_root, data)
-        src_ids, x = example_from_data(model, data_dir, split, index, limit)
+        objective = (c.get('config') or {}).get('objective')  # train.py's settings (absent in hand-made checkpoints)
+        src_ids, x = example_from_data(model, objective, data_dir, split, index, limit)
         what = f"{os.path.basename(os.path.normpath(data_dir))} {split}[{index}]"
     else:
         src_ids, x = example_from_text(model, tokenizer, prompt, src, limit)
