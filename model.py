@@ -295,6 +295,7 @@ class CausalSelfAttention(nn.Module):
             att = self.rec[f'{self.name}.attn'].view(B, self.n_head, 2, T, -1)
             self.rec[f'{self.name}.attn1'], self.rec[f'{self.name}.attn2'] = att[:, :, 0], att[:, :, 1]
             self.rec[f'{self.name}.attn'] = (att[:, :, 0] - lam * att[:, :, 1]).detach()
+            self.rec[f'{self.name}.lambda'] = lam.detach()
         return self.subln(y[:, :, 0] - lam * y[:, :, 1]) * (1 - self.lambda_init)
 
 
@@ -631,7 +632,9 @@ class GPT(nn.Module):
         """Inside this context, attention materializes its weights and MLPs keep their activations:
         rec['layer{i}.attn'] (B, H, T, S) and rec['layer{i}.mlp'] (B, T, hidden). The one hook for analysis.
         attn='diff': rec['layer{i}.attn1'] and ['layer{i}.attn2'] are the two softmax maps of each head and
-        rec['layer{i}.attn'] = attn1 - lambda * attn2 (rows sum to 1 - lambda)."""
+        rec['layer{i}.attn'] = attn1 - lambda * attn2 (rows sum to 1 - lambda), rec['layer{i}.lambda'] the scalar lambda.
+        attn='linear': rec['layer{i}.attn'] holds the normalized kernel weights. n_encoder_layer > 0: also
+        rec['enc{i}.attn'] (B, H, S, S) and rec['layer{i}.cross'] (B, H, T, S)."""
         rec = {}
         mods = [m for m in self.modules() if hasattr(m, 'rec')]
         for m in mods:
