@@ -115,7 +115,7 @@ def test_loss_by_position_matches_model_loss_and_learned_has_no_ood_ppl():
 def algo_data(tiny_data):
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'prepare', 'algorithmic.py'), '--data=tiny',
                         f'--data_root={tiny_data}', '--block_size=32', '--n_examples=300'],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return os.path.join(tiny_data, 'algorithmic_tiny_32')
 

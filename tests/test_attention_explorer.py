@@ -40,7 +40,7 @@ def make_ckpt(path, seed=0, **flags):
 
 def run(*args):
     return subprocess.run([sys.executable, 'analysis/attention_explorer.py', *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                          text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
 def payload_of(html):
@@ -122,7 +122,7 @@ def test_init_from_checkpoint_from_a_real_run(tmp_path, tiny_data):
               '--eval_interval=2', '--eval_iters=1', '--log_tensorboard=False', '--log_figures=False', '--device=cpu',
               f'--data_root={tiny_data}', '--data=tiny', f'--out_dir={tmp_path}', '--run_name=ft', '--vocab_size=320']
     r = subprocess.run([sys.executable, 'train.py', *common, f'--init_from={base}'], cwd=ROOT, capture_output=True,
-                       text=True, timeout=180, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                       text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-2000:]
     r = run(f'--ckpt={tmp_path / "ft"}', '--prompt=import os')
     assert r.returncode == 0, r.stderr

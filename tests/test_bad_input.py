@@ -98,7 +98,7 @@ def test_bad_input(env, tmp_path, case, command, phrase):
         for k, v in subs.items():
             a = a.replace(k, v) if k != '{out}' or a == '{out}' else a.replace(k, f'{tmp_path}/out')
         args.append(sys.executable if a == 'python' else a)
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 2, (case, r.returncode, r.stderr[-1500:])
     assert len(lines) == 1 and lines[0].startswith('error: '), (case, r.stderr[-1500:])
@@ -145,7 +145,7 @@ def test_bad_settings_fail_the_check():
 def test_bad_settings_write_nothing(tmp_path):
     for bad in BAD_SETTINGS[::4]:  # a few end to end (each is a process start); all of them in the test above
         r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), os.path.join(ROOT, 'config', 'quickstart.py'),
-                            *bad.split()], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                            *bad.split()], cwd=tmp_path, capture_output=True, text=True, timeout=900)
         assert r.returncode == 2, f"{bad}: exit {r.returncode}\n{r.stdout[-500:]}\n{r.stderr[-1000:]}"
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith('error: '), f"{bad}: {r.stderr}"

@@ -48,7 +48,7 @@ def test_config_file_then_override(tmp_path):
 
 
 def run(args, cwd):
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize('arg', ['--n_layr=2', '--max_iters=abc', 'config/missing.py', '--pos_emb=alibi',

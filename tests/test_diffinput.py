@@ -21,7 +21,7 @@ def test_training_logs_delta_norms_to_metrics_tensorboard_and_figures(tiny_data,
                         '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
                         '--diff_input=True', '--max_iters=6', '--log_interval=3', '--eval_interval=6',
                         '--eval_iters=1', '--log_tensorboard=True'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = glob.glob(os.path.join(tmp_path, '*'))[0]
     events = [json.loads(l) for l in open(os.path.join(run_dir, 'metrics.jsonl'))]
@@ -106,7 +106,7 @@ def test_prepare_wikitext_round_trip(tmp_path):
     lines = write_wikitext(tmp_path / 'src')
     out = tmp_path / 'wt'
     r = subprocess.run([sys.executable, 'prepare/wikitext103.py', f'--source={tmp_path}/src', f'--out_dir={out}',
-                        '--tokenizer=byte'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        '--tokenizer=byte'], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     meta = datalib.load_meta(str(out))
     assert set(meta['splits']) == {'train', 'val', 'test'}
@@ -141,7 +141,7 @@ def test_wikitext_problems_start_with_a_tiny_override(tiny_data, tmp_path, probl
                         f'--out_dir={tmp_path}', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32',
                         '--batch_size=2', '--max_iters=1', '--eval_interval=1', '--eval_iters=1', '--warmup_iters=0',
                         '--log_tensorboard=False', '--log_figures=False'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = json.load(open(glob.glob(os.path.join(tmp_path, '*', 'config.json'))[0]))
     assert cfg['diff_input'] == ('diff' in problem) and cfg['pos_emb'] == ('learned' if 'learned' in problem else 'rope')

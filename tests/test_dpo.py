@@ -112,7 +112,7 @@ def test_pair_builder_round_trip_and_corruption(tiny_data, tmp_path, corruption)
     out = str(tmp_path / f'pairs_{corruption}')
     r = subprocess.run([sys.executable, 'prepare/pairs.py', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={out}',
                         f'--corruption={corruption}', '--train_pairs=-1', '--val_pairs=8', '--test_pairs=10',
-                        '--max_response_tokens=64'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        '--max_response_tokens=64'], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     meta = data.load_meta(out)
     tok = data.get_tokenizer(meta['tokenizer'])
@@ -139,7 +139,7 @@ def test_pair_builder_round_trip_and_corruption(tiny_data, tmp_path, corruption)
     # same settings again: nothing to do
     r = subprocess.run([sys.executable, 'prepare/pairs.py', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={out}',
                         f'--corruption={corruption}', '--train_pairs=-1', '--val_pairs=8', '--test_pairs=10',
-                        '--max_response_tokens=64'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        '--max_response_tokens=64'], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and 'already holds' in r.stdout
 
 
@@ -153,7 +153,7 @@ def test_pair_builder_bad_input(tiny_data, tmp_path):
 # ----------------------------------------------------------------------------- training runs
 
 def run(args, cwd=ROOT, launcher=None, check=True):
-    r = subprocess.run((launcher or [sys.executable]) + args, cwd=cwd, capture_output=True, text=True, timeout=300,
+    r = subprocess.run((launcher or [sys.executable]) + args, cwd=cwd, capture_output=True, text=True, timeout=900,
                        env={**os.environ, 'OMP_NUM_THREADS': '1'})
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

@@ -12,7 +12,7 @@ def test_pe_study_quick_end_to_end_and_algorithmic_cli(tiny_data, tmp_path):
     out, figs = tmp_path / 'out', tmp_path / 'figs'
     r = subprocess.run(['./launcher.sh', 'pe_study', '--quick=True', "--encodings=['learned', 'rope']", '--data=tiny',
                         f'--data_root={tiny_data}', f'--out_dir={out}', f'--figures_dir={figs}'],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+                       cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.load(open(out / 'results.json'))
     assert list(res['results']) == ['learned', 'rope']
@@ -26,7 +26,7 @@ def test_pe_study_quick_end_to_end_and_algorithmic_cli(tiny_data, tmp_path):
     assert open(figs / 'results.md').read() == md
     e = subprocess.run([sys.executable, 'eval_tasks.py', 'algorithmic', f"--ckpt={res['runs']['rope']}", '--data=tiny',
                         f'--data_root={tiny_data}', '--algo_n=1', '--algo_ppl_windows=1', '--algo_fewshot=1'],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+                       cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert e.returncode == 0, e.stderr[-2000:]
     assert '| no_carry_add |' in e.stdout and '| ppl_4x |' in e.stdout
     rows = json.load(open(os.path.join(res['runs']['rope'], 'eval_algorithmic.json')))

@@ -16,7 +16,7 @@ EOT = '<|endoftext|>'
 
 def run(script, *args):
     return subprocess.run([sys.executable, f'prepare/{script}.py', *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
 
 
 def decoded_docs(out):

@@ -100,7 +100,7 @@ def test_sigterm_checkpoints_exits_0_and_resumes_exactly(tiny_data, tmp_path):
         out = tmp_path / f'b{attempt}'
         p = start_and_wait(tiny_data, out, args, 2)
         p.send_signal(signal.SIGTERM)
-        stdout, stderr = p.communicate(timeout=300)
+        stdout, stderr = p.communicate(timeout=900)
         assert p.returncode == 0, stderr
         if 'received SIGTERM at step' in stdout:
             break
@@ -182,7 +182,7 @@ def test_ddp_rank_killed_takes_the_job_down(tiny_data, tmp_path):
     assert len(workers) == 2, workers
     os.kill(int(workers[1]), signal.SIGKILL)
     try:
-        out, _ = p.communicate(timeout=120)
+        out, _ = p.communicate(timeout=600)
     finally:
         p.kill()
     assert p.returncode != 0

@@ -22,7 +22,7 @@ def run_train(args, data_root, out_dir, launcher=None, check=True):
     cmd = (launcher or [sys.executable]) + [os.path.join(ROOT, 'train.py')] + TINY + \
           [f'--data_root={data_root}', f'--out_dir={out_dir}'] + args
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r
@@ -151,16 +151,16 @@ def test_quickstart_config_runs_and_samples(tiny_data, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), 'config/quickstart.py', '--data=tiny',
                         f'--data_root={tiny_data}', f'--out_dir={tmp_path}', '--max_iters=3', '--eval_interval=3',
                         '--eval_iters=1', '--sample_tokens=20'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert '--- sample' in r.stdout
     d = run_dir(tmp_path)
     s = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), f'--ckpt={d}', '--prompt=def f(',
                         '--max_new_tokens=15', '--num_samples=2'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+                       timeout=600)
     assert s.returncode == 0, s.stderr
     assert s.stdout.count('def f(') == 2
     s = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), f'--ckpt={d}', '--prompt=-',
                         '--max_new_tokens=5'], cwd=ROOT, capture_output=True, text=True, input='import os',
-                       timeout=120)
+                       timeout=600)
     assert s.returncode == 0 and s.stdout.startswith('import os'), s.stderr

@@ -198,7 +198,7 @@ def test_reference_launcher_problems_start(problem, tiny_data, tmp_path):
     r = subprocess.run(['./launcher.sh', problem, '--n_layer=2', '--n_embd=64', '--block_size=32', '--batch_size=2',
                         '--global_batch_tokens=0', '--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--vocab_size=320',
                         '--compile=False', '--log_tensorboard=False', '--data=tiny', f'--data_root={tiny_data}',
-                        f'--out_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        f'--out_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=900,
                        env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert '"train_end"' in r.stdout
@@ -233,14 +233,14 @@ def test_openwebtext_prepare_on_local_files(tmp_path, kind, tokenizer):
     out = tmp_path / 'owt'
     r = subprocess.run([sys.executable, 'prepare/openwebtext.py', f'--source={path}', f'--out_dir={out}',
                         f'--tokenizer={tokenizer}', '--vocab_size=300', '--val_fraction=0.2'], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     meta, docs = decoded_docs(str(out))
     assert meta['tokenizer']['kind'] == tokenizer and meta['source'] == str(path)
     assert sorted(docs['train'] + docs['val']) == sorted(DOCS) and docs['val'] and docs['train']
     # the default tokenizer is GPT-2's: here (no network) it either works or says how to get it
     r = subprocess.run([sys.executable, 'prepare/openwebtext.py', f'--source={path}', f'--out_dir={tmp_path / "g"}'],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
     if r.returncode == 0:
         assert json.load(open(tmp_path / 'g' / 'meta.json'))['tokenizer']['kind'] == 'gpt2'
     else:
