@@ -153,25 +153,13 @@ def test_errors_are_one_line_exit_2_and_write_nothing(tmp_path, make, args, mess
 
 # ----------------------------------------------------------------------------- the page in a real browser
 
-CHROMIUM, CHROMEDRIVER = shutil.which('chromium') or '/usr/bin/chromium', '/usr/bin/chromedriver'
-
-
 @pytest.fixture(scope='module')
 def browser():
-    """Headless Chromium through Selenium; .ci/run installs both (a missing one is a failure, not a skip)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), \
-        "chromium + chromium-driver are needed: apt-get install -y chromium chromium-driver (see .ci/run)"
+    """Headless Chromium through Selenium, set up as analysis/explorer_screenshot.py does; .ci/run installs both
+    (a missing one is a failure, not a skip)."""
+    from explorer_screenshot import chromium
     profile = tempfile.mkdtemp(prefix='explorer-chromium-')
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-                 '--disable-background-networking', '--disable-component-update', '--disable-sync',
-                 '--disable-dev-shm-usage', f'--user-data-dir={profile}', '--window-size=1400,1000'):
-        opts.add_argument(flag)
-    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = chromium(profile)
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
@@ -224,3 +212,25 @@ def test_page_in_headless_chromium(tmp_path, browser):
     got = [float(k.get_attribute('data-w')) for k in d.find_elements(By.CSS_SELECTOR, '#ktext .tok')[:6]]
     assert np.allclose(got, rec['layer1.attn1'][0, :, 5, :6].mean(0).numpy(), atol=2e-4)
     assert severe(d) == []
+
+
+def shoot(*args):
+    return subprocess.run([sys.executable, 'analysis/explorer_screenshot.py', *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+def test_screenshot_script_pins_the_chosen_map_and_query(tmp_path):
+    run_dir = tmp_path / 'run'
+    make_ckpt(run_dir / 'ckpt' / 'last.pt', n_encoder_layer=2)
+    assert run(f'--ckpt={run_dir}', '--src=Anna: see you at 5?', '--prompt=Anna will').returncode == 0
+    page, png = run_dir / 'attention_explorer.html', tmp_path / 'shots' / 'cross.png'
+    r = shoot(f'--page={page}', '--view=cross', '--layer=1', '--head=0', '--query=3', '--width=900', f'--out={png}')
+    assert r.returncode == 0, r.stderr
+    assert 'cross-attention' in r.stdout and 'layer 1, head 0' in r.stdout and 'query 3' in r.stdout, r.stdout
+    head = png.read_bytes()[:24]  # a PNG as wide as asked (the height follows the page)
+    assert head[:8] == b'\x89PNG\r\n\x1a\n' and int.from_bytes(head[16:20], 'big') == 900
+    for bad, message in (('--view=diff', 'it has enc, self, cross'), ('--head=2', 'has 2 heads'),
+                         ('--view=cross --query=30', 'queries (0..9, or -1)')):
+        r = shoot(f'--page={page}', *bad.split(), f'--out={tmp_path / "bad.png"}')
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / 'bad.png').exists()
