@@ -55,7 +55,8 @@ def choose(d, view_id, layer_i, head_i, query_i):
         raise UserError(f"--view={view_id} is not on this page; it has {', '.join(ids)}")
     v = ids.index(view_id) if view_id else 0
     Select(d.find_element(By.ID, 'kind')).select_by_value(str(v))
-    n_layer, n_head, n_q = d.execute_script(f"const m = P.views[{v}].maps; return [m.length, m[0].length, m[0][0].length]")
+    n_layer, n_head, n_q = d.execute_script(f"const m = P.views[{v}].maps; "  # (layers, heads, queries, keys)
+                                            "return [m.length, m[0].length, m[0][0].length]")
     for name, plural, i, n, low in (('layer', 'layers', layer_i, n_layer, 0), ('head', 'heads', head_i, n_head, -1),
                                     ('query', 'queries', query_i, n_q, -1)):
         if not low <= i < n:
