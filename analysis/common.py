@@ -114,6 +114,22 @@ def mean_std(values):
 
 
 def fmt(values, digits=3):
-    """'mean ± std (n=k)' for a table cell."""
+    """'mean ± std' for a table cell."""
     m, s = mean_std(values)
     return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path, dpi=110):
+    """Write fig as a PNG (making its folder) and free it; returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path

@@ -5,8 +5,8 @@
 import json
 import os
 
-from numeric_common import pyplot, save_figure, split_list
-from analysis.common import curve
+from numeric_common import split_list
+from analysis.common import curve, pyplot, save_figure
 import configurator
 from configurator import UserError
 
