@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.common import read_metrics, run_script, train_run  # noqa: E402
+from analysis.common import pyplot, read_metrics, run_script, train_run  # noqa: E402
 
 data = 'stdlib'
 data_root = 'data'
@@ -50,9 +50,7 @@ def main():
 
 
 def write_results(runs):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import torch
     rows = []
     for name, r in runs.items():

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from analysis.common import ROOT, read_metrics, run_script, train_run  # noqa: E402
+from analysis.common import ROOT, pyplot, read_metrics, run_script, train_run  # noqa: E402
 import data as datalib  # noqa: E402
 from model import POS_EMBS  # noqa: E402
 
@@ -89,9 +89,7 @@ def tables(results):
 
 
 def figures(results, runs, learned_ckpt):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from analysis.pe_encodings import plot_encodings, learned_table
     os.makedirs(figures_dir, exist_ok=True)
     colors = plt.cm.tab10(np.linspace(0, 1, 10))

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.common import ROOT, read_metrics, train_run  # noqa: E402
+from analysis.common import ROOT, pyplot, read_metrics, train_run  # noqa: E402
 
 data = 'stdlib'
 data_root = 'data'
@@ -71,9 +71,7 @@ def steps_to_reach(evals, target):
 
 def report(cfg, runs):
     """runs: {variant: run_dir} -> markdown table (printed, saved) and the loss-vs-tokens figure."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     ev = {v: read_metrics(d) for v, d in runs.items()}
     evals = {v: [(e['step'], e['val_loss']) for e in es if e['event'] == 'evaluate'] for v, es in ev.items()}
     base = variants[0]

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.common import curve, read_metrics  # noqa: E402
+from analysis.common import curve, pyplot, read_metrics  # noqa: E402
 
 run_dir = ''
 out = ''            # '' = <run_dir>/figures/wsd_branches.png
@@ -33,9 +33,7 @@ def main():
     if not run_dir or not os.path.exists(os.path.join(run_dir, 'metrics.jsonl')):
         raise configurator.UserError(f"--run_dir='{run_dir}' has no metrics.jsonl: pass a train.py run directory")
     from schedule import format_tokens
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     branches = sorted(glob.glob(os.path.join(run_dir, 'decay_*')), key=lambda d: int(d.rsplit('_', 1)[1]))
     if not branches:
         raise configurator.UserError(f"no decay_<budget>/ branches in {run_dir}: train with --decay_budgets=[...]")
