@@ -48,12 +48,15 @@ def run_script(args, threads=1, echo=ECHO, quiet=False):
 
 
 def is_finished(run_dir, args=None):
-    """The run ended (train_end) and, when args are given, was made by exactly these arguments."""
+    """The run ended (train_end) and, when args are given, was made by exactly these arguments.
+    A finished run without study_args.json (made before the study scripts recorded their arguments)
+    counts as finished, as it did for them: a study's earlier runs are not redone."""
     try:
         ended = any(e.get('event') == 'train_end' for e in read_metrics(run_dir))
-        if args is None or not ended:
+        path = os.path.join(run_dir, 'study_args.json')
+        if args is None or not ended or not os.path.exists(path):
             return ended
-        with open(os.path.join(run_dir, 'study_args.json')) as f:
+        with open(path) as f:
             return json.load(f) == [str(a) for a in args]
     except (OSError, ValueError):
         return False
