@@ -3,7 +3,7 @@ table (perplexity, training tokens/s, peak memory, parameters, supervised-token 
 ratios next to the predictions) and figures under figures/encdec/.
 
     ./launcher.sh encdec_study                       # = python analysis/encdec_study.py config/encdec_study.py
-    ./launcher.sh encdec_study --reuse=True          # take the checkpoints of an earlier run
+    ./launcher.sh encdec_study --reuse=True          # keep the finished runs (and evals) of an earlier invocation
 
 Data: data/<textbooks_data> and data/<samsum_data> when prepared (prepare/tiny_textbooks.py,
 prepare/samsum.py, e.g. from downloaded files with --source). Otherwise offline stand-ins are made
@@ -43,7 +43,7 @@ generate_records = 50               # SAMSum summaries generated for ROUGE
 bench_rounds = 3                    # throughput: interleaved rounds of bench_steps steps per model
 bench_steps = 4
 threads = 1                         # torch threads for training and the benchmark
-reuse = False                       # skip a run whose checkpoint exists
+reuse = False                       # keep a finished run made with the same arguments (and its eval)
 figures_dir = 'figures/encdec'
 seed = 1337
 
