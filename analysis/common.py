@@ -66,13 +66,13 @@ def train_run(args, out_dir=None, run_name=None, threads=1, reuse=True, quiet=Fa
     """train.py <args> into out_dir/run_name; returns the run dir. Reuses a finished run of the same
     arguments; otherwise the directory is cleared first so the run name never gets a _v2 version.
     Without out_dir and run_name, train.py names (and versions) the run from <args>; returns the run dir
-    of its last train_end marker, as train.py printed it."""
+    of its first train_end marker (the run itself; decay branches end after it), as train.py printed it."""
     if out_dir is None and run_name is None:
         out = run_script(['train.py', *args], threads=threads, echo=echo, quiet=quiet)
         ends = [json.loads(l) for l in out.splitlines() if l.startswith('{"event": "train_end"')]
         if not ends:
             raise UserError(f"train.py {' '.join(map(str, args))} ended without a train_end marker")
-        return ends[-1]['run_dir']
+        return ends[0]['run_dir']
     run_dir = os.path.join(out_dir, run_name)
     args = [*[str(a) for a in args], f'--out_dir={out_dir}', f'--run_name={run_name}']
     if reuse and is_finished(run_dir, args):
