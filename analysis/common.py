@@ -1,16 +1,23 @@
 """What every study script shares: run a training (or any) script in a subprocess, reuse a finished run,
-read its metrics, summarize seeds. A study script is then about its study only.
+read its metrics, summarize seeds, draw figures without a display. A study script is then about its study only.
 
-    from common import ROOT, train_run, read_metrics, curve, mean_std
+    sys.path.insert(0, ROOT)   # the repository root, then:
+    from analysis.common import ROOT, run_script, train_run, read_metrics, curve, mean_std
 
-Runs go to an explicit directory (out_dir/run_name), so a study knows where each run is before it
-starts. A finished run (train_end in metrics.jsonl, made by the same arguments) is reused, not redone.
+(Imported as analysis.common, never as plain `common`: the top-level common.py, which train.py
+imports, has that name.)
+
+A run either goes to an explicit directory (out_dir/run_name), so a study knows where each run is
+before it starts and a finished run (train_end in metrics.jsonl, made by the same arguments) is reused,
+not redone; or train.py names it from its config (versioned _v2, _v3... when a different config used
+the name) and the directory is read from the run's train_end marker.
 """
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -21,10 +28,13 @@ ECHO = ('step ', '{"event": "evaluate"', '{"event": "train_end"', 'init_from', '
 
 
 def run_script(args, threads=1, echo=ECHO, quiet=False):
-    """python <args...> from the repository root, echoing progress lines; returns stdout+stderr as text.
+    """python <args...> from the repository root, printing the command and echoing the output lines that
+    start with one of `echo` (echo=('',): every line); returns stdout+stderr as text.
     A failure raises one UserError line with the command and the last lines it printed."""
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
     cmd = [sys.executable, *[str(a) for a in args]]
+    if not quiet:
+        print('$ python ' + ' '.join(cmd[1:]), flush=True)
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     out = []
     for line in p.stdout:
@@ -38,20 +48,31 @@ def run_script(args, threads=1, echo=ECHO, quiet=False):
 
 
 def is_finished(run_dir, args=None):
-    """The run ended (train_end) and, when args are given, was made by exactly these arguments."""
+    """The run ended (train_end) and, when args are given, was made by exactly these arguments.
+    A finished run without study_args.json (made before the study scripts recorded their arguments)
+    counts as finished, as it did for them: a study's earlier runs are not redone."""
     try:
         ended = any(e.get('event') == 'train_end' for e in read_metrics(run_dir))
-        if args is None or not ended:
+        path = os.path.join(run_dir, 'study_args.json')
+        if args is None or not ended or not os.path.exists(path):
             return ended
-        with open(os.path.join(run_dir, 'study_args.json')) as f:
+        with open(path) as f:
             return json.load(f) == [str(a) for a in args]
     except (OSError, ValueError):
         return False
 
 
-def train_run(args, out_dir, run_name, threads=1, reuse=True, quiet=False):
+def train_run(args, out_dir=None, run_name=None, threads=1, reuse=True, quiet=False, echo=ECHO):
     """train.py <args> into out_dir/run_name; returns the run dir. Reuses a finished run of the same
-    arguments; otherwise the directory is cleared first so the run name never gets a _v2 version."""
+    arguments; otherwise the directory is cleared first so the run name never gets a _v2 version.
+    Without out_dir and run_name, train.py names (and versions) the run from <args>; returns the run dir
+    of its first train_end marker (the run itself; decay branches end after it), as train.py printed it."""
+    if out_dir is None and run_name is None:
+        out = run_script(['train.py', *args], threads=threads, echo=echo, quiet=quiet)
+        ends = [json.loads(l) for l in out.splitlines() if l.startswith('{"event": "train_end"')]
+        if not ends:
+            raise UserError(f"train.py {' '.join(map(str, args))} ended without a train_end marker")
+        return ends[0]['run_dir']
     run_dir = os.path.join(out_dir, run_name)
     args = [*[str(a) for a in args], f'--out_dir={out_dir}', f'--run_name={run_name}']
     if reuse and is_finished(run_dir, args):
@@ -63,7 +84,10 @@ def train_run(args, out_dir, run_name, threads=1, reuse=True, quiet=False):
         shutil.rmtree(run_dir)
     if not quiet:
         print(f"== training {run_name}", flush=True)
-    run_script(['train.py', *args], threads=threads, quiet=quiet)
+    t0 = time.time()
+    run_script(['train.py', *args], threads=threads, echo=echo, quiet=quiet)
+    if not quiet:
+        print(f"   {run_name}: {time.time() - t0:.0f}s", flush=True)
     with open(os.path.join(run_dir, 'study_args.json'), 'w') as f:
         json.dump(args, f)
     return run_dir
@@ -93,6 +117,22 @@ def mean_std(values):
 
 
 def fmt(values, digits=3):
-    """'mean ± std (n=k)' for a table cell."""
+    """'mean ± std' for a table cell."""
     m, s = mean_std(values)
     return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path, dpi=110):
+    """Write fig as a PNG (making its folder) and free it; returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path

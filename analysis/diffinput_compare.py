@@ -8,12 +8,11 @@ Results go to <out_dir>/results.md, results.json and figures/*.png.
 """
 import json
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from analysis.common import pyplot, read_metrics, run_script, train_run  # noqa: E402
 
 data = 'stdlib'
 data_root = 'data'
@@ -32,41 +31,26 @@ ppl_stride = 64                  # sliding-window stride for the perplexity tabl
 ppl_max_tokens = 100_000
 
 
-def run(cmd):
-    print('$ ' + ' '.join(cmd), flush=True)
-    r = subprocess.run(cmd, cwd=ROOT)
-    if r.returncode != 0:
-        raise configurator.UserError(f"command failed with exit code {r.returncode}: {' '.join(cmd)}")
-
-
-def load_events(run_dir):
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
 def main():
     cfg = configurator.configure(globals())
     runs = {}
     for name, diff in (('baseline', False), ('diff_input', True)):
         args = [f'--{k}={v}' for k, v in cfg.items() if k not in ('out_dir', 'ppl_stride', 'ppl_max_tokens')]
-        run([sys.executable, 'train.py', *args, f'--out_dir={out_dir}', f'--run_name={name}',
-             f'--diff_input={diff}', '--auto_prepare=True', f'--eval_interval={max(1, max_iters // 8)}',
-             f'--log_interval={max(1, max_iters // 40)}', '--lr_schedule=cosine', '--warmup_iters=50'])
-        run_dir = os.path.join(out_dir, name)
+        run_dir = train_run([*args, f'--diff_input={diff}', '--auto_prepare=True',
+                             f'--eval_interval={max(1, max_iters // 8)}', f'--log_interval={max(1, max_iters // 40)}',
+                             '--lr_schedule=cosine', '--warmup_iters=50'], out_dir, name, reuse=False, echo=('',))
         res = os.path.join(run_dir, 'eval_ppl.json')
-        for w_mult, stride in ((1, block_size), (1, ppl_stride)):
-            run([sys.executable, 'eval_tasks.py', 'ppl', f'--ckpt={run_dir}', f'--data={data}',
-                 f'--data_root={data_root}', '--split=val', f'--stride={stride}',
-                 f'--max_tokens={ppl_max_tokens}', f'--out={res}.{stride}'])
-        runs[name] = dict(run_dir=run_dir, events=load_events(run_dir),
+        for stride in (block_size, ppl_stride):
+            run_script(['eval_tasks.py', 'ppl', f'--ckpt={run_dir}', f'--data={data}', f'--data_root={data_root}',
+                        '--split=val', f'--stride={stride}', f'--max_tokens={ppl_max_tokens}', f'--out={res}.{stride}'],
+                       echo=('',))
+        runs[name] = dict(run_dir=run_dir, events=read_metrics(run_dir),
                           ppl={s: json.load(open(f'{res}.{s}')) for s in (block_size, ppl_stride)})
     write_results(runs)
 
 
 def write_results(runs):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import torch
     rows = []
     for name, r in runs.items():
@@ -105,7 +89,6 @@ def write_results(runs):
     plt.close(fig)
 
     # delta norms of the trained diff_input model on one validation batch
-    sys.path.insert(0, ROOT)
     import data as datalib
     from checkpoint import load_checkpoint, model_from_checkpoint
     model, _ = model_from_checkpoint(load_checkpoint(runs['diff_input']['run_dir']))

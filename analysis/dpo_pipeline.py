@@ -16,13 +16,11 @@ Steps (each one a normal command, printed before it runs):
 """
 import json
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from configurator import UserError  # noqa: E402
+from analysis.common import pyplot, read_metrics, run_script, train_run  # noqa: E402
 
 sft = 'sft_quick'          # train.py config (problem name or path) of the SFT reference; DPO reuses its model flags
 sft_ckpt = ''              # an existing SFT run dir or .pt: skip SFT training
@@ -37,18 +35,7 @@ eval_pairs = 0             # 0 = every pair of eval_split
 figure = ''                # '' = <DPO run dir>/figures/dpo_curves.png
 
 
-def run(cmd):
-    """Run a step in the repository root, streaming its output; returns the last train_end marker, if any."""
-    print('$ ' + ' '.join(cmd), flush=True)
-    p = subprocess.Popen([sys.executable] + cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    end = None
-    for line in p.stdout:
-        print(line, end='', flush=True)
-        if line.startswith('{"event": "train_end"'):
-            end = json.loads(line)
-    if p.wait() != 0:
-        raise UserError(f"step failed (exit code {p.returncode}): {' '.join(cmd)}")
-    return end
+ALL = ('',)                # echo every line of every step
 
 
 def arg_value(args, key, default):
@@ -60,23 +47,16 @@ def evaluate(ckpt, ref, data, dpo_cfg, out):
     cmd = ['eval_tasks.py', 'preference', f'--ckpt={ckpt}', f'--ref={ref}', f'--data={data}', f'--data_root={data_root}',
            f'--split={eval_split}', f'--beta={dpo_cfg["beta"]}', f'--length_normalize={dpo_cfg["length_normalize"]}',
            f'--seq_max_len={dpo_cfg["seq_max_len"]}', f'--max_pairs={eval_pairs}', f'--out={out}']
-    run(cmd)
+    run_script(cmd, echo=ALL)
     with open(out) as f:
         return json.load(f)
 
 
 def plot(run_dir, path, before, after):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    train, val = [], []
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        for line in f:
-            r = json.loads(line)
-            if r['event'] == 'train' and 'acc' in r:
-                train.append(r)
-            elif r['event'] == 'evaluate' and 'val_acc' in r:
-                val.append(r)
+    plt = pyplot()
+    ms = read_metrics(run_dir)
+    train = [r for r in ms if r['event'] == 'train' and 'acc' in r]
+    val = [r for r in ms if r['event'] == 'evaluate' and 'val_acc' in r]
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
     for a, key, title in zip(ax, ('loss', 'acc', 'margin'), ('DPO loss', 'preference accuracy', 'reward margin')):
         a.plot([r['step'] for r in train], [r[key] for r in train], label='train (log interval mean)', alpha=0.8)
@@ -103,7 +83,7 @@ def plot(run_dir, path, before, after):
 def main():
     configurator.configure(globals())
     sft_cfg_path = configurator.resolve_config_file(sft)
-    common = [f'--data_root={data_root}', f'--out_dir={out_dir}']
+    dirs = [f'--data_root={data_root}', f'--out_dir={out_dir}']
     # 1-2. SFT reference
     ref = sft_ckpt
     if not ref:
@@ -112,23 +92,21 @@ def main():
             exec(compile(open(sft_cfg_path).read(), sft_cfg_path, 'exec'), scope)
             name = arg_value(sft_args, 'data', scope.get('data', 'stdlib'))
             if not os.path.isfile(os.path.join(data_root, name, 'meta.json')):
-                run(list(prepare) + [f'--out_dir={os.path.join(data_root, name)}'])
-        end = run(['train.py', sft_cfg_path] + common + list(sft_args))
-        ref = end['run_dir']
+                run_script(list(prepare) + [f'--out_dir={os.path.join(data_root, name)}'], echo=ALL)
+        ref = train_run([sft_cfg_path] + dirs + list(sft_args), echo=ALL)
     from checkpoint import load_checkpoint
     sft_run_cfg = load_checkpoint(ref)['config']
     lm_data = sft_run_cfg['data']
     # 3. pairs from the SFT data's held-out split
     corruption = arg_value(pairs_args, 'corruption', 'shuffle')
     pairs_data = f'{lm_data}_pairs_{corruption}'
-    run(['prepare/pairs.py', f'--data={lm_data}', f'--data_root={data_root}',
-         f'--out_dir={os.path.join(data_root, pairs_data)}'] + list(pairs_args))
+    run_script(['prepare/pairs.py', f'--data={lm_data}', f'--data_root={data_root}',
+                f'--out_dir={os.path.join(data_root, pairs_data)}'] + list(pairs_args), echo=ALL)
     # 4. DPO with the SFT run's settings (model flags), then the DPO settings
     run_name = os.path.basename(os.path.normpath(ref if os.path.isdir(ref) else os.path.dirname(os.path.dirname(ref))))
-    end = run(['train.py', sft_cfg_path] + common + list(sft_args) +
-              ['--objective=dpo', f'--data={pairs_data}', f'--init_from={ref}', '--auto_prepare=False',
-               '--sample_tokens=0', f'--run_name={run_name}_dpo_{corruption}'] + list(dpo_args))
-    dpo_dir = end['run_dir']
+    dpo_dir = train_run([sft_cfg_path] + dirs + list(sft_args) +
+                        ['--objective=dpo', f'--data={pairs_data}', f'--init_from={ref}', '--auto_prepare=False',
+                         '--sample_tokens=0', f'--run_name={run_name}_dpo_{corruption}'] + list(dpo_args), echo=ALL)
     dpo_cfg = json.load(open(os.path.join(dpo_dir, 'config.json')))
     # 5. before / after on the held-out pairs
     rows = [('SFT', 'none (log-probs alone)', evaluate(ref, '', pairs_data, dpo_cfg, os.path.join(dpo_dir, 'eval_sft.json'))),

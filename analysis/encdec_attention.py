@@ -16,6 +16,7 @@ import torch  # noqa: E402
 import configurator  # noqa: E402
 from configurator import UserError  # noqa: E402
 import data as datalib  # noqa: E402
+from analysis.common import pyplot  # noqa: E402
 
 ckpt = ''                 # enc-dec checkpoint or run dir
 data = 'samsum'           # data set with seq2seq records
@@ -56,9 +57,7 @@ def draw(ax, m, ylabels, xlabels, name):
 
 
 def plot_record(model, tokenizer, rec, path, fig_title, n_src=48, n_tgt=24):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     ids = {'pad': tokenizer.pad_id, 'sep': tokenizer.sep_id, 'eot': tokenizer.eot_id}
     x, _, src = datalib.seq2seq_row(rec['src'], rec['tgt'], 'encdec', model.config.block_size, ids)
     src, x = src[-n_src:], x[:n_tgt]

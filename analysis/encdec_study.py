@@ -3,7 +3,7 @@ table (perplexity, training tokens/s, peak memory, parameters, supervised-token 
 ratios next to the predictions) and figures under figures/encdec/.
 
     ./launcher.sh encdec_study                       # = python analysis/encdec_study.py config/encdec_study.py
-    ./launcher.sh encdec_study --reuse=True          # take the checkpoints of an earlier run
+    ./launcher.sh encdec_study --reuse=True          # keep the finished runs (and evals) of an earlier invocation
 
 Data: data/<textbooks_data> and data/<samsum_data> when prepared (prepare/tiny_textbooks.py,
 prepare/samsum.py, e.g. from downloaded files with --source). Otherwise offline stand-ins are made
@@ -15,17 +15,15 @@ import json
 import math
 import os
 import random
-import shutil
-import subprocess
 import sys
 import sysconfig
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
+from analysis.common import ROOT, curve, pyplot, run_script, train_run  # noqa: E402
 import data as datalib  # noqa: E402
 import objectives  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
@@ -45,7 +43,7 @@ generate_records = 50               # SAMSum summaries generated for ROUGE
 bench_rounds = 3                    # throughput: interleaved rounds of bench_steps steps per model
 bench_steps = 4
 threads = 1                         # torch threads for training and the benchmark
-reuse = False                       # skip a run whose checkpoint exists
+reuse = False                       # keep a finished run made with the same arguments (and its eval)
 figures_dir = 'figures/encdec'
 seed = 1337
 
@@ -149,62 +147,58 @@ def ensure_data(name, standin, script, make, extra):
         raw = os.path.join(data_root, 'raw', standin)
         n = make(raw)
         print(f"no prepared data/{name}: writing an offline stand-in ({n} rows) at {raw}", flush=True)
-        sh([sys.executable, f'prepare/{script}.py', f'--source={raw}', f'--out_dir={d}', '--tokenizer=bpe',
-            f'--vocab_size={standin_vocab}', '--force=True'] + extra)
+        run_script([f'prepare/{script}.py', f'--source={raw}', f'--out_dir={d}', '--tokenizer=bpe',
+                    f'--vocab_size={standin_vocab}', '--force=True'] + extra, threads=threads)
     return standin, f"OFFLINE STAND-IN data/{standin}"
 
 
-def sh(cmd, echo=('step ', '{"event": "evaluate"', 'init_from', 'wrote', 'error')):
-    """Run a command from the repository root; echo its progress lines; return stdout."""
-    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    out = []
-    for line in p.stdout:
-        out.append(line)
-        if line.startswith(echo):
-            print('   ' + line.rstrip()[:200], flush=True)
-    if p.wait() != 0:
-        raise configurator.UserError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{''.join(out[-15:])}")
-    return ''.join(out)
+def prepare_data():
+    """({'textbooks': data name, 'samsum': data name}, {task: where the data came from})."""
+    tb, tb_note = ensure_data(textbooks_data, 'tiny_textbooks_standin', 'tiny_textbooks', standin_textbooks,
+                              ['--min_doc_tokens=32', '--max_doc_tokens=126', '--val_fraction=0.05'])
+    ss, ss_note = ensure_data(samsum_data, 'samsum_standin', 'samsum', standin_samsum, [])
+    return {'textbooks': tb, 'samsum': ss}, {'textbooks': tb_note, 'samsum': ss_note}
 
 
 # ----------------------------------------------------------------------------- runs
 
-def train_run(problem, data_name, name=None, extra=()):
-    name = name or f'{problem}_s{seed}'
-    run_dir = os.path.join(out_dir, 'runs', name)
-    if reuse and os.path.exists(os.path.join(run_dir, 'ckpt', 'last.pt')):
-        print(f"== {name}: reusing {run_dir}", flush=True)
-        return run_dir
-    if os.path.exists(run_dir):
-        shutil.rmtree(run_dir)
-    print(f"== training {name}", flush=True)
-    t0 = time.time()
-    sh([sys.executable, 'train.py', f'config/{problem}.py', f'--data={data_name}', f'--data_root={data_root}',
-        f'--out_dir={os.path.join(out_dir, "runs")}', f'--run_name={name}', f'--max_iters={max_iters}',
-        f'--seed={seed}', *extra])
-    print(f"   {name}: {time.time() - t0:.0f}s", flush=True)
-    return run_dir
+def train(problem, data_name, name=None, extra=()):
+    """config/<problem>.py into <out_dir>/runs/<name>; --reuse=True keeps a finished run of the same arguments."""
+    return train_run([f'config/{problem}.py', f'--data={data_name}', f'--data_root={data_root}',
+                      f'--max_iters={max_iters}', f'--seed={seed}', *extra],
+                     os.path.join(out_dir, 'runs'), name or f'{problem}_s{seed}', threads=threads, reuse=reuse)
+
+
+def train_all(data_of):
+    """The four main runs (+ transfer) and the scaling runs: ({key: run dir}, {scale: run dir})."""
+    runs = {p: train(p, data_of[p.split('_')[0]]) for p in MAIN}
+    scale_runs = {'tiny': runs['samsum_encdec']}  # samsum_encdec is the tiny scaling config
+    for s in scales:
+        if s != 'tiny':
+            scale_runs[s] = train(f'samsum_scale_{s}', data_of['samsum'], extra=[f'--max_iters={small_iters}'])
+    if transfer:
+        runs['samsum_encdec_transfer'] = train('samsum_encdec', data_of['samsum'], name=f'samsum_encdec_transfer_s{seed}',
+                                               extra=[f"--init_from={runs['samsum_deconly']}"])
+    return runs, scale_runs
 
 
 def evaluate(run_dir, data_name, gen):
     path = os.path.join(run_dir, 'eval_seq2seq.json')
     if not (reuse and os.path.exists(path)):
-        sh([sys.executable, 'eval_tasks.py', 'seq2seq', f'--ckpt={run_dir}', f'--data={data_name}',
-            f'--data_root={data_root}', '--split=val', f'--max_records={eval_records}', f'--generate={gen}',
-            '--num_samples=2', '--max_new_tokens=48', f'--out={path}'])
+        run_script(['eval_tasks.py', 'seq2seq', f'--ckpt={run_dir}', f'--data={data_name}', f'--data_root={data_root}',
+                    '--split=val', f'--max_records={eval_records}', f'--generate={gen}', '--num_samples=2',
+                    '--max_new_tokens=48', f'--out={path}'], threads=threads)
     with open(path) as f:
         return json.load(f)
 
 
-def curve(run_dir, key='val_loss'):
-    pts = []
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get('event') == 'evaluate':
-                pts.append((r['step'], r[key]))
-    return pts
+def evaluate_all(runs, scale_runs, data_of):
+    """eval_tasks.py seq2seq of every run: ({key: scores}, {scale: scores}); ROUGE samples on SAMSum."""
+    ev = {k: evaluate(rd, data_of[k.split('_')[0]], generate_records if k.startswith('samsum') else 0)
+          for k, rd in runs.items()}
+    ev_scale = {s: (ev['samsum_encdec'] if s == 'tiny' else evaluate(rd, data_of['samsum'], 0))
+                for s, rd in scale_runs.items()}
+    return ev, ev_scale
 
 
 # ----------------------------------------------------------------------------- speed and memory
@@ -278,17 +272,18 @@ def bench(run_dirs):
     return out
 
 
+def bench_all(runs):
+    """bench() of the four main runs, plus an untrained encoder-decoder as deep as the decoder-only (5+5
+    layers): the predictions' speed/memory setting (same depth per stack) next to this study's matched parameters."""
+    deep = {'n_layer': 5, 'n_encoder_layer': 5}
+    return bench({**{k: runs[k] for k in MAIN}, 'textbooks_encdec_5+5': (runs['textbooks_encdec'], deep),
+                  'samsum_encdec_5+5': (runs['samsum_encdec'], deep)})
+
+
 # ----------------------------------------------------------------------------- figures
 
-def plt_setup():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def fig_curves(runs, path):
-    plt = plt_setup()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, task in zip(axes, ('textbooks', 'samsum')):
         for k in (f'{task}_deconly', f'{task}_encdec'):
@@ -314,7 +309,7 @@ def param_count(scale, vocab):
 
 
 def fig_scaling(points, deconly, vocab, path):
-    plt = plt_setup()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     xs = sorted(points)
     ax.plot([points[s][0] for s in xs], [points[s][1] for s in xs], marker='o', label='encoder-decoder (trained here)')
@@ -338,7 +333,7 @@ def fig_scaling(points, deconly, vocab, path):
 
 
 def fig_transfer(scratch, transferred, path):
-    plt = plt_setup()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for rd, label in ((scratch, 'from scratch'), (transferred, 'init_from samsum_deconly (decoder + encoder copied)')):
         pts = curve(rd)
@@ -353,6 +348,32 @@ def fig_transfer(scratch, transferred, path):
     plt.close(fig)
 
 
+def fig_attention(runs, data_of):
+    from analysis.encdec_attention import plot_record
+    for task, data_name in data_of.items():
+        ck = load_checkpoint(runs[f'{task}_encdec'])
+        model, tok = model_from_checkpoint(ck)
+        recs = datalib.open_seq2seq(os.path.join(data_root, data_name), 'val')
+        plot_record(model, tok, recs[0], os.path.join(figures_dir, f'attention_{task}.png'),
+                    f'{task} ({data_name}) val[0]: encoder-decoder attention maps', n_src=64 if task == 'samsum' else 32,
+                    n_tgt=24)
+
+
+def write_figures(runs, scale_runs, ev, ev_scale, b, data_of):
+    """Every figure; returns the scaling points {scale: (params, target ppl)} and the padded vocabulary."""
+    os.makedirs(figures_dir, exist_ok=True)
+    fig_curves(runs, os.path.join(figures_dir, 'curves.png'))
+    vocab = datalib.load_meta(os.path.join(data_root, data_of['samsum']))['vocab_size']
+    vocab = 64 * math.ceil(vocab / 64)
+    pts = {s: (run_setup(rd)[1].num_params(), ev_scale[s]['target_ppl']) for s, rd in scale_runs.items()}
+    fig_scaling(pts, (b['samsum_deconly']['params'], ev['samsum_deconly']['target_ppl']), vocab,
+                os.path.join(figures_dir, 'scaling.png'))
+    if transfer:
+        fig_transfer(runs['samsum_encdec'], runs['samsum_encdec_transfer'], os.path.join(figures_dir, 'transfer.png'))
+    fig_attention(runs, data_of)
+    return pts, vocab
+
+
 # ----------------------------------------------------------------------------- table
 
 def fmt(x, nd=2):
@@ -363,57 +384,9 @@ def verdict(r, lo, hi):
     return 'in range' if lo <= r <= hi else ('below' if r < lo else 'above')
 
 
-def main():
-    cfg = configurator.configure(globals())
-    t_start = time.time()
-    os.chdir(ROOT)
-    torch.manual_seed(seed)
-    tb, tb_note = ensure_data(textbooks_data, 'tiny_textbooks_standin', 'tiny_textbooks', standin_textbooks,
-                              ['--min_doc_tokens=32', '--max_doc_tokens=126', '--val_fraction=0.05'])
-    ss, ss_note = ensure_data(samsum_data, 'samsum_standin', 'samsum', standin_samsum, [])
-    data_of = {'textbooks': tb, 'samsum': ss}
-    runs = {p: train_run(p, data_of[p.split('_')[0]]) for p in MAIN}
-    scale_runs = {'tiny': runs['samsum_encdec']}  # samsum_encdec is the tiny scaling config
-    for s in scales:
-        if s != 'tiny':
-            scale_runs[s] = train_run(f'samsum_scale_{s}', ss, extra=[f'--max_iters={small_iters}'])
-    if transfer:
-        runs['samsum_encdec_transfer'] = train_run('samsum_encdec', ss, name=f'samsum_encdec_transfer_s{seed}',
-                                                   extra=[f"--init_from={runs['samsum_deconly']}"])
-    print("== evaluating", flush=True)
-    ev = {k: evaluate(rd, data_of[k.split('_')[0]], generate_records if k.startswith('samsum') else 0)
-          for k, rd in runs.items()}
-    ev_scale = {s: (ev['samsum_encdec'] if s == 'tiny' else evaluate(rd, ss, 0)) for s, rd in scale_runs.items()}
-    print("== speed and memory (interleaved)", flush=True)
-    # + an untrained encoder-decoder as deep as the decoder-only (5+5 layers): the predictions'
-    # speed/memory setting (same depth per stack) next to this study's matched parameters
-    deep = {'n_layer': 5, 'n_encoder_layer': 5}
-    b = bench({**{k: runs[k] for k in MAIN}, 'textbooks_encdec_5+5': (runs['textbooks_encdec'], deep),
-               'samsum_encdec_5+5': (runs['samsum_encdec'], deep)})
-
-    # ---- figures
-    os.makedirs(figures_dir, exist_ok=True)
-    fig_curves(runs, os.path.join(figures_dir, 'curves.png'))
-    vocab = datalib.load_meta(os.path.join(data_root, ss))['vocab_size']
-    vocab = 64 * math.ceil(vocab / 64)
-    pts = {s: (run_setup(rd)[1].num_params(), ev_scale[s]['target_ppl']) for s, rd in scale_runs.items()}
-    fig_scaling(pts, (b['samsum_deconly']['params'], ev['samsum_deconly']['target_ppl']), vocab,
-                os.path.join(figures_dir, 'scaling.png'))
-    if transfer:
-        fig_transfer(runs['samsum_encdec'], runs['samsum_encdec_transfer'], os.path.join(figures_dir, 'transfer.png'))
-    sys.path.insert(0, os.path.join(ROOT, 'analysis'))
-    from encdec_attention import plot_record
-    for task, data_name in data_of.items():
-        ck = load_checkpoint(runs[f'{task}_encdec'])
-        model, tok = model_from_checkpoint(ck)
-        recs = datalib.open_seq2seq(os.path.join(data_root, data_name), 'val')
-        plot_record(model, tok, recs[0], os.path.join(figures_dir, f'attention_{task}.png'),
-                    f'{task} ({data_name}) val[0]: encoder-decoder attention maps', n_src=64 if task == 'samsum' else 32,
-                    n_tgt=24)
-
-    # ---- table
+def table_runs(notes, ev, b):
     L = [f"# Encoder-decoder vs decoder-only (CPU scale)", '',
-         f"Data: textbooks = {tb_note}; SAMSum = {ss_note}.",
+         f"Data: textbooks = {notes['textbooks']}; SAMSum = {notes['samsum']}.",
          f"Every run: {max_iters} steps of 16 sequences/records, block 128, d_model 128, 4 heads, rope/rmsnorm/swiglu; "
          f"encoder-decoder 2+2 layers vs decoder-only 5 layers. torch threads: {threads}. Perplexity on "
          f"{eval_records} val records: target = the second half / the summary (+ end token), scored identically for "
@@ -426,9 +399,14 @@ def main():
         L.append(f"| {k} | {e['form']} | {e['records']} | {fmt(bb['params'])} | {fmt(e['target_ppl'])} | {fmt(e.get('document_ppl'))} | "
                  f"{rouge} | {fmt(bb['tok_s'], 0) if k in b else '(as samsum_encdec)'} | "
                  f"{fmt(bb['mem_mb'], 1) if k in b else ''} | {fmt(bb['sup_frac']) if k in b else ''} |")
-    L += ['', 'Ratios, encoder-decoder / decoder-only, next to the predictions for raw text:', '',
-          '| data | ppl ratio (target) | ppl ratio vs decoder-only document ppl | slowdown (tok/s dec / enc-dec) | memory ratio | params ratio |',
-          '|---|---|---|---|---|---|']
+    return L
+
+
+def table_ratios(ev, b):
+    """Encoder-decoder / decoder-only ratios per data set: (lines, {task: ratios})."""
+    L = ['', 'Ratios, encoder-decoder / decoder-only, next to the predictions for raw text:', '',
+         '| data | ppl ratio (target) | ppl ratio vs decoder-only document ppl | slowdown (tok/s dec / enc-dec) | memory ratio | params ratio |',
+         '|---|---|---|---|---|---|']
     ratios = {}
     for task in ('textbooks', 'samsum'):
         e, d = ev[f'{task}_encdec'], ev[f'{task}_deconly']
@@ -442,22 +420,35 @@ def main():
         r['slower_5+5'], r['memory_5+5'] = bd['tok_s'] / bx['tok_s'], bx['mem_mb'] / bd['mem_mb']
         L.append(f"| {task}, enc-dec 5+5 layers (bench only, untrained) | | | {r['slower_5+5']:.2f} | {r['memory_5+5']:.2f} | "
                  f"{bx['params'] / bd['params']:.2f} |")
-    r = ratios['textbooks']
-    L += ['', '| prediction (raw text) | predicted | measured (textbooks, matched params 2+2 vs 5) | verdict | measured (enc-dec 5+5 vs 5, same depth) | verdict |',
-          '|---|---|---|---|---|---|']
+    return L, ratios
+
+
+def table_predictions(r):
+    """The textbooks ratios r against PREDICTIONS."""
+    L = ['', '| prediction (raw text) | predicted | measured (textbooks, matched params 2+2 vs 5) | verdict | measured (enc-dec 5+5 vs 5, same depth) | verdict |',
+         '|---|---|---|---|---|---|']
     for key, label in (('ppl', 'perplexity worse (target ppl ratio)'), ('slower', 'training slower (tokens/s ratio)'),
                        ('memory', 'memory higher (peak training memory ratio)')):
         lo, hi = PREDICTIONS[key]
         deep_r = r.get(f'{key}_5+5')
         L.append(f"| {label} | {lo}-{hi}x | {r[key]:.2f}x | {verdict(r[key], lo, hi)} | "
                  + (f"{deep_r:.2f}x | {verdict(deep_r, lo, hi)} |" if deep_r else "not trained | |"))
-    L += ['', 'Scaling (SAMSum encoder-decoder, val summary perplexity):', '', '| scale | d_model | layers (enc+dec) | heads | params | steps | target ppl |',
-          '|---|---|---|---|---|---|---|']
+    return L
+
+
+def table_scaling(pts, vocab):
+    L = ['', 'Scaling (SAMSum encoder-decoder, val summary perplexity):', '', '| scale | d_model | layers (enc+dec) | heads | params | steps | target ppl |',
+         '|---|---|---|---|---|---|---|']
     for s, (d, nl, h) in SCALE_DIMS.items():
         if s in pts:
             L.append(f"| {s} | {d} | {nl}+{nl} | {h} | {fmt(pts[s][0])} | {max_iters if s == 'tiny' else small_iters} | {fmt(pts[s][1])} |")
         else:
             L.append(f"| {s} | {d} | {nl}+{nl} | {h} | {fmt(param_count(s, vocab))} | not run on CPU | |")
+    return L
+
+
+def transfer_and_samples(runs, ev):
+    L = []
     if transfer:
         ct, cs = curve(runs['samsum_encdec_transfer']), curve(runs['samsum_encdec'])
         L += ['', f"Transfer: samsum_encdec initialized from samsum_deconly; val summary loss by step "
@@ -468,11 +459,34 @@ def main():
             src = s['source'][-160:].replace('\n', ' / ')
             L.append(f"- **{k}** source: `…{src}` | reference: `{s['reference'][:120].replace(chr(10), ' / ')}` | "
                      f"generated: `{s['generated'][:120].replace(chr(10), ' / ')}`")
+    return L
+
+
+def report(notes, runs, ev, b, pts, vocab, t_start):
+    """The study's markdown: (text, ratios)."""
+    ratio_lines, ratios = table_ratios(ev, b)
+    L = (table_runs(notes, ev, b) + ratio_lines + table_predictions(ratios['textbooks']) + table_scaling(pts, vocab)
+         + transfer_and_samples(runs, ev))
     L += ['', f"Throughput/memory: `bench()` in analysis/encdec_study.py, {bench_rounds} interleaved rounds x {bench_steps} "
           f"training steps per model on the same process; tokens = source + target tokens read (no padding); memory = 16 bytes/parameter "
           f"(fp32 weights, grads, AdamW m, v) + the bytes autograd saves for backward (saved_tensors_hooks)."
           f" Study wall time: {time.time() - t_start:.0f}s."]
-    text = '\n'.join(L) + '\n'
+    return '\n'.join(L) + '\n', ratios
+
+
+def main():
+    cfg = configurator.configure(globals())
+    t_start = time.time()
+    os.chdir(ROOT)
+    torch.manual_seed(seed)
+    data_of, notes = prepare_data()
+    runs, scale_runs = train_all(data_of)
+    print("== evaluating", flush=True)
+    ev, ev_scale = evaluate_all(runs, scale_runs, data_of)
+    print("== speed and memory (interleaved)", flush=True)
+    b = bench_all(runs)
+    pts, vocab = write_figures(runs, scale_runs, ev, ev_scale, b, data_of)
+    text, ratios = report(notes, runs, ev, b, pts, vocab, t_start)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'encdec_study.md'), 'w') as f:
         f.write(text)

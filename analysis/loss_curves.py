@@ -5,7 +5,8 @@
 import json
 import os
 
-from numeric_common import pyplot, save_figure, split_list
+from numeric_common import split_list
+from analysis.common import curve, pyplot, save_figure
 import configurator
 from configurator import UserError
 
@@ -13,19 +14,12 @@ runs = ''                     # comma-separated run directories
 out = 'figures/numeric/loss_curves.png'
 
 
-def read_metrics(run_dir):
+def loss_points(run_dir):
     """(label, [(step, train loss)], [(step, val loss)]) of one run."""
     path = os.path.join(run_dir, 'metrics.jsonl')
     if not os.path.isfile(path):
         raise UserError(f"'{path}' not found: pass run directories made by train.py")
-    train, val = [], []
-    with open(path) as f:
-        for line in f:
-            e = json.loads(line)
-            if e.get('event') == 'train':
-                train.append((e['step'], e['loss']))
-            elif e.get('event') == 'evaluate':
-                val.append((e['step'], e['val_loss']))
+    train, val = curve(run_dir, 'loss', 'train'), curve(run_dir, 'val_loss', 'evaluate')
     label = os.path.basename(os.path.normpath(run_dir))
     cfg_path = os.path.join(run_dir, 'config.json')
     if os.path.isfile(cfg_path):
@@ -38,7 +32,7 @@ def plot_loss_curves(run_dirs, out_path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.4))
     for i, d in enumerate(run_dirs):
-        label, train, val = read_metrics(d)
+        label, train, val = loss_points(d)
         color = f'C{i}'
         if train:
             ax.plot(*zip(*train), color=color, label=f'{label} train')

@@ -13,8 +13,8 @@ import os
 import numpy as np
 import torch
 
-from numeric_common import (load_model, model_label, numeric_meta, pyplot, records_by_type, save_figure,
-                            split_list)
+from numeric_common import load_model, model_label, numeric_meta, records_by_type, split_list
+from analysis.common import pyplot, save_figure
 import configurator
 import data as datalib
 

@@ -65,19 +65,3 @@ def find_sequence(data_dir, type_name, length):
                 return np.asarray(r['seq'], dtype=np.int64)
     raise UserError(f"no {type_name} sequence of {length} values in {data_dir}; "
                     f"pick a length in min_len..max_len or long_min_len..long_max_len")
-
-
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(fig, path, dpi=110):
-    """Write fig as a PNG (making its folder) and free it; returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)
-    return path

@@ -8,13 +8,13 @@ Results in results_dir: summary.md (table + figures), eval_numeric.json, figures
 """
 import json
 import os
-import subprocess
 import sys
 import time
 
 import torch
 
 from numeric_common import ROOT, load_model, model_label, numeric_meta
+from analysis.common import read_metrics, train_run
 import configurator
 from configurator import UserError
 import data as datalib
@@ -35,21 +35,12 @@ attention_length = 12
 neuron_sequences = 200        # per type, for neuron selectivity
 
 
-def train_run(kind):
-    """Train config/numeric_<kind>.py in a subprocess; returns its run dir (from the train_end marker)."""
-    cmd = [sys.executable, 'train.py', f'config/numeric_{kind}.py', f'--out_dir={out_dir}', f'--seed={seed}',
-           f'--data={data}', f'--data_root={data_root}'] + ([f'--max_iters={max_iters}'] if max_iters else [])
-    print(f"--- training {kind}: {' '.join(cmd[1:])}", flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    run_dir = None
-    for line in proc.stdout:
-        if not line.startswith('config: '):
-            print(line, end='', flush=True)
-        if line.startswith('{"event": "train_end"'):
-            run_dir = json.loads(line)['run_dir']
-    if proc.wait() != 0 or run_dir is None:
-        raise UserError(f"training {kind} failed (exit code {proc.returncode}); see the output above")
-    return run_dir if os.path.isabs(run_dir) else os.path.join(ROOT, run_dir)
+def train(kind):
+    """Train config/numeric_<kind>.py (train.py names the run); returns its absolute run dir."""
+    print(f"--- training {kind}", flush=True)
+    run_dir = train_run([f'config/numeric_{kind}.py', f'--out_dir={out_dir}', f'--seed={seed}', f'--data={data}',
+                         f'--data_root={data_root}'] + ([f'--max_iters={max_iters}'] if max_iters else []), echo=('',))
+    return os.path.join(ROOT, run_dir)  # as given when absolute
 
 
 def run_dir_of(path):
@@ -82,7 +73,7 @@ def main():
     for given in (softmax_ckpt, linear_ckpt):
         if given:
             load_model(given)  # a bad checkpoint fails here, before minutes of training the other model
-    paths = {'softmax': softmax_ckpt or train_run('softmax'), 'linear': linear_ckpt or train_run('linear')}
+    paths = {'softmax': softmax_ckpt or train('softmax'), 'linear': linear_ckpt or train('linear')}
     meta = numeric_meta(data_dir)
     from eval_tasks import check_same_tokenizer, numeric_rows, numeric_scores
     import embedding_pca, attention_maps, neuron_selectivity, loss_curves
@@ -108,8 +99,7 @@ def main():
         run_dir = run_dir_of(path)
         secs = None
         if run_dir:
-            with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-                ends = [json.loads(l) for l in f if '"train_end"' in l]
+            ends = [e for e in read_metrics(run_dir) if e.get('event') == 'train_end']
             secs = ends[-1].get('seconds') if ends else None
         info[kind] = {'checkpoint': path, 'run_dir': run_dir, 'label': model_label(ckpt), 'step': ckpt.get('step'),
                       'params': model.num_params(), 'train_seconds': secs}

@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 import configurator  # noqa: E402
 from model import POS_EMBS, fixed_position_encoding, rope_cos_sin  # noqa: E402
+from analysis.common import pyplot  # noqa: E402
 
 positions = 256
 dim = 128
@@ -47,9 +48,7 @@ def similarity(table):
 
 
 def plot_encodings(path, n_pos, d, learned=None, head=64, theta=10000.0):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(POS_EMBS), figsize=(2.3 * len(POS_EMBS), 5.2))
     for c, kind in enumerate(POS_EMBS):
         t = encoding_table(kind, n_pos, d, learned, head, theta)

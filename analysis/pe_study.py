@@ -10,18 +10,16 @@ eval_tasks' algorithmic accuracy and perplexity by position. Writes <out_dir>/re
 figures_dir/{loss_curves,ppl_by_position,task_accuracy,encodings}.png and results.md.
 """
 import json
-import math
 import os
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
+from analysis.common import ROOT, pyplot, read_metrics, run_script, train_run  # noqa: E402
 import data as datalib  # noqa: E402
 from model import POS_EMBS  # noqa: E402
 
@@ -48,32 +46,12 @@ quick = False            # tiny models and a few steps: the whole study in secon
 figures_only = False     # redo the table and figures from <out_dir>/results.json (no training)
 
 
-def run(cmd):
-    """Run a script, echoing its step lines; returns the train_end marker (or None)."""
-    env = {**os.environ, 'OMP_NUM_THREADS': str(threads)}
-    p = subprocess.Popen([sys.executable] + cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    end = None
-    for line in p.stdout:
-        if line.startswith('{"event": "train_end"'):
-            end = json.loads(line)
-        if line.startswith(('step ', 'wrote ', '{"event": "train_end"')):
-            print('   ', line.rstrip(), flush=True)
-    if p.wait() != 0:
-        raise configurator.UserError(f"{' '.join(cmd[:1])} failed (exit {p.returncode}); its error is printed above")
-    return end
-
-
 def stale(algo_dir):
     """The algorithmic set exists but was made with other settings: rebuild it."""
     if not datalib.is_prepared(algo_dir):
         return False
     meta = datalib.load_meta(algo_dir)
     return meta.get('records', {}).get('train') != algo_examples or meta.get('block_size') != block_size
-
-
-def read_metrics(run_dir):
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        return [json.loads(l) for l in f if l.strip()]
 
 
 def evaluate(run_dir, val):
@@ -111,9 +89,7 @@ def tables(results):
 
 
 def figures(results, runs, learned_ckpt):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from analysis.pe_encodings import plot_encodings, learned_table
     os.makedirs(figures_dir, exist_ok=True)
     colors = plt.cm.tab10(np.linspace(0, 1, 10))
@@ -189,24 +165,24 @@ def main():
         if not os.path.exists(os.path.join(ROOT, script)):
             raise configurator.UserError(f"data set {data_dir} is missing and there is no {script} to make it")
         print(f"== preparing {data_dir}", flush=True)
-        run([script, f'--out_dir={data_dir}'])
+        run_script([script, f'--out_dir={data_dir}'], threads=threads)
     algo = f'algorithmic_{data}_{block_size}'
     print(f"== algorithmic examples -> {os.path.join(data_root, algo)}", flush=True)
-    run(['prepare/algorithmic.py', f'--data={data}', f'--data_root={data_root}', f'--block_size={block_size}',
-         f'--n_examples={algo_examples}', f'--out_dir={os.path.join(data_root, algo)}',
-         f'--force={stale(os.path.join(data_root, algo))}'])
+    run_script(['prepare/algorithmic.py', f'--data={data}', f'--data_root={data_root}', f'--block_size={block_size}',
+                f'--n_examples={algo_examples}', f'--out_dir={os.path.join(data_root, algo)}',
+                f'--force={stale(os.path.join(data_root, algo))}'], threads=threads)
     runs = {}
     for enc in encodings:
         print(f"== train pos_emb={enc}", flush=True)
-        end = run(['train.py', f'--data={data}', f'--data_root={data_root}', f'--out_dir={out_dir}',
-                   f'--run_name=pe_{enc}', f'--pos_emb={enc}', f'--n_layer={n_layer}', f'--n_head={n_head}',
-                   f'--n_embd={n_embd}', f'--block_size={block_size}', f'--batch_size={batch_size}',
-                   f'--max_iters={max_iters}', f'--learning_rate={learning_rate}', f'--min_lr={learning_rate / 10}',
-                   f'--warmup_iters={warmup_iters}', '--lr_schedule=wsd', '--decay_frac=0.2',
-                   f'--eval_interval={max(1, max_iters // 5)}', '--eval_iters=10', f'--log_interval={max(1, max_iters // 10)}',
-                   f'--algo_data={algo}', f'--algo_mix={algo_mix}', '--log_tensorboard=False', f'--seed={seed}',
-                   '--device=cpu'])
-        runs[enc] = end['run_dir']
+        # train.py names the run (pe_<enc>, versioned _v2... when another config used the name)
+        runs[enc] = train_run(
+            [f'--data={data}', f'--data_root={data_root}', f'--out_dir={out_dir}', f'--run_name=pe_{enc}',
+             f'--pos_emb={enc}', f'--n_layer={n_layer}', f'--n_head={n_head}', f'--n_embd={n_embd}',
+             f'--block_size={block_size}', f'--batch_size={batch_size}', f'--max_iters={max_iters}',
+             f'--learning_rate={learning_rate}', f'--min_lr={learning_rate / 10}', f'--warmup_iters={warmup_iters}',
+             '--lr_schedule=wsd', '--decay_frac=0.2', f'--eval_interval={max(1, max_iters // 5)}', '--eval_iters=10',
+             f'--log_interval={max(1, max_iters // 10)}', f'--algo_data={algo}', f'--algo_mix={algo_mix}',
+             '--log_tensorboard=False', f'--seed={seed}', '--device=cpu'], threads=threads)
     val = np.concatenate([np.asarray(s) for s in datalib.open_split(data_dir, 'val')])
     results = {}
     for enc, d in runs.items():

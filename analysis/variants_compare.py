@@ -12,14 +12,12 @@ differential variants use n_head/2 heads (same projections). Results: <out_dir>/
 and the figure `figure` (default figures/variants_compare/loss_vs_tokens.png).
 """
 import json
-import math
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from analysis.common import ROOT, pyplot, read_metrics, train_run  # noqa: E402
 
 data = 'stdlib'
 data_root = 'data'
@@ -59,11 +57,6 @@ def train_args(cfg, variant):
     return [f'--{k}={v}' for k, v in args.items()]
 
 
-def load_events(run_dir):
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
 def steps_to_reach(evals, target):
     """First (linearly interpolated) step where the validation loss is <= target; None if never."""
     prev = None
@@ -78,10 +71,8 @@ def steps_to_reach(evals, target):
 
 def report(cfg, runs):
     """runs: {variant: run_dir} -> markdown table (printed, saved) and the loss-vs-tokens figure."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    ev = {v: load_events(d) for v, d in runs.items()}
+    plt = pyplot()
+    ev = {v: read_metrics(d) for v, d in runs.items()}
     evals = {v: [(e['step'], e['val_loss']) for e in es if e['event'] == 'evaluate'] for v, es in ev.items()}
     base = variants[0]
     target = evals[base][-1][1]
@@ -140,19 +131,11 @@ def main():
     if n_head % 2:
         raise configurator.UserError(f"n_head={n_head} is odd: the differential variants use n_head // 2 heads of two "
                                      f"halves each; pick an even n_head")
+    os.chdir(ROOT)  # relative paths (out/, data/, figures/) are the repository's, as for the launcher
     runs = {}
     for v in variants:
         if train:  # the run dir comes from train.py's train_end marker (it versions names: GPT_v2 ...)
-            cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *train_args(cfg, v)]
-            print('$ ' + ' '.join(cmd), flush=True)
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
-                                 env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
-            for line in p.stdout:
-                print(line, end='', flush=True)
-                if line.startswith('{"event": "train_end"'):
-                    runs[v] = json.loads(line)['run_dir']
-            if p.wait() != 0 or v not in runs:
-                raise configurator.UserError(f"training {v} failed (exit code {p.returncode}): {' '.join(cmd)}")
+            runs[v] = train_run(train_args(cfg, v), threads=threads, echo=('',))
         else:  # the newest version of the variant's run
             names = [n for n in os.listdir(out_dir) if n == v or n.startswith(v + '_v')] if os.path.isdir(out_dir) else []
             if not names:

@@ -6,25 +6,21 @@ Reads <run_dir>/metrics.jsonl (the stable run) and <run_dir>/decay_<budget>/metr
 branches; same step and token axis) and prints each branch's final validation loss as a table.
 """
 import glob
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from analysis.common import curve, pyplot, read_metrics  # noqa: E402
 
 run_dir = ''
 out = ''            # '' = <run_dir>/figures/wsd_branches.png
 smooth = 5          # moving average of the training loss over this many log points
 
 
-def read(d):
-    with open(os.path.join(d, 'metrics.jsonl')) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
-def series(ms, event, key):
-    pts = [(m['tokens'], m[key]) for m in ms if m['event'] == event and key in m]
+def series(d, event, key):
+    """([tokens], [values]) of one metric of the run in d."""
+    pts = curve(d, key, event, x='tokens')
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -37,29 +33,26 @@ def main():
     if not run_dir or not os.path.exists(os.path.join(run_dir, 'metrics.jsonl')):
         raise configurator.UserError(f"--run_dir='{run_dir}' has no metrics.jsonl: pass a train.py run directory")
     from schedule import format_tokens
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     branches = sorted(glob.glob(os.path.join(run_dir, 'decay_*')), key=lambda d: int(d.rsplit('_', 1)[1]))
     if not branches:
         raise configurator.UserError(f"no decay_<budget>/ branches in {run_dir}: train with --decay_budgets=[...]")
     fig, (ax, lr_ax) = plt.subplots(2, 1, figsize=(7.5, 6), sharex=True, gridspec_kw={'height_ratios': [3, 1]})
-    stable = read(run_dir)
-    x, y = series(stable, 'train', 'loss')
+    x, y = series(run_dir, 'train', 'loss')
     ax.plot(x, moving_average(y, smooth), color='0.4', lw=1, label='stable run (train)')
-    ax.plot(*series(stable, 'evaluate', 'val_loss'), 'o', color='0.4', ms=3, label='stable run (val)')
-    lr_ax.plot(*series(stable, 'train', 'lr'), color='0.4')
+    ax.plot(*series(run_dir, 'evaluate', 'val_loss'), 'o', color='0.4', ms=3, label='stable run (val)')
+    lr_ax.plot(*series(run_dir, 'train', 'lr'), color='0.4')
     rows = []
     for c, d in enumerate(branches):
-        ms, budget = read(d), int(d.rsplit('_', 1)[1])
+        budget = int(d.rsplit('_', 1)[1])
         color = plt.cm.viridis(0.15 + 0.7 * c / max(1, len(branches) - 1))
-        x, y = series(ms, 'train', 'loss')
-        vx, vy = series(ms, 'evaluate', 'val_loss')
-        start = ms[0]['tokens']
+        x, y = series(d, 'train', 'loss')
+        vx, vy = series(d, 'evaluate', 'val_loss')
+        start = read_metrics(d)[0]['tokens']
         ax.plot(x, moving_average(y, smooth), color=color, lw=1.2, label=f'decay to {format_tokens(budget)} (train)')
         ax.plot(vx, vy, 's', color=color, ms=4, label=f'decay to {format_tokens(budget)} (val)')
         ax.axvline(start, color=color, ls=':', lw=0.8)
-        lr_ax.plot(*series(ms, 'train', 'lr'), color=color)
+        lr_ax.plot(*series(d, 'train', 'lr'), color=color)
         rows.append((format_tokens(budget), format_tokens(start), vy[-1] if vy else None))
     ax.set(ylabel='loss (nats/token)', title=f'WSD decay branches of {os.path.basename(os.path.normpath(run_dir))} '
            f'(dotted: pre-decay checkpoints)')

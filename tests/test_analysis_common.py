@@ -1,0 +1,40 @@
+"""analysis/common.py, the study scripts' run helper: a finished run of the same arguments is reused, other
+arguments retrain it, train.py's own (versioned) naming is followed, a failing step is one clear error."""
+import math
+import os
+
+import pytest
+
+from analysis.common import curve, final, fmt, is_finished, mean_std, read_metrics, train_run
+from configurator import UserError
+
+ARGS = ['--data=tiny', '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',
+        '--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--warmup_iters=0', '--log_interval=1',
+        '--log_tensorboard=False', '--log_figures=False', '--sample_tokens=0', '--device=cpu']
+
+
+def test_train_run_reuses_only_a_finished_run_of_the_same_arguments(tiny_data, tmp_path):
+    args = ARGS + [f'--data_root={tiny_data}']
+    d = train_run(args, str(tmp_path), 'r', quiet=True)
+    assert d == os.path.join(str(tmp_path), 'r') and is_finished(d)
+    assert [s for s, _ in curve(d)] == [2] and math.isfinite(final(d))
+    events = open(os.path.join(d, 'metrics.jsonl')).read()
+    assert train_run(args, str(tmp_path), 'r', quiet=True) == d
+    assert open(os.path.join(d, 'metrics.jsonl')).read() == events  # reused: not trained again
+    assert train_run(args + ['--max_iters=3'], str(tmp_path), 'r', quiet=True) == d
+    assert [e['step'] for e in read_metrics(d) if e['event'] == 'train'][-1] == 3  # other arguments: retrained
+    assert sorted(os.listdir(tmp_path)) == ['r']  # in place, never r_v2
+
+
+def test_train_run_follows_train_py_naming_and_fails_in_one_error(tiny_data, tmp_path):
+    args = ARGS + [f'--data_root={tiny_data}', f'--out_dir={tmp_path}', '--run_name=x_s{seed}']
+    assert train_run(args, quiet=True) == os.path.join(str(tmp_path), 'x_s1337')
+    assert train_run(args + ['--n_embd=8'], quiet=True) == os.path.join(str(tmp_path), 'x_s1337_v2')
+    with pytest.raises(UserError) as e:
+        train_run(args + ['--pos_emb=fourier'], quiet=True)
+    assert str(e.value).startswith('command failed (exit 2): train.py') and "unknown pos_emb 'fourier'" in str(e.value)
+
+
+def test_mean_std_and_fmt():
+    assert mean_std([1, 2, 3]) == (2.0, 1.0) and mean_std([5]) == (5.0, 0.0)
+    assert fmt([0.5, 1.5]) == '1.000 ± 0.707'
