@@ -248,10 +248,75 @@ def test_openwebtext_prepare_on_local_files(tmp_path, kind, tokenizer):
 
 
 def test_steps_to_reach_interpolates_first_crossing():
-    sys.path.insert(0, os.path.join(ROOT, 'analysis'))
-    from variants_compare import steps_to_reach
+    from analysis.lr_sweep import steps_to_reach
     evals = [(10, 5.0), (20, 4.0), (30, 3.0), (40, 3.5), (50, 2.0)]
     assert steps_to_reach(evals, 3.5) == pytest.approx(25.0)   # between 20 (4.0) and 30 (3.0)
     assert steps_to_reach(evals, 3.0) == pytest.approx(30.0)
     assert steps_to_reach(evals, 6.0) == 10.0                   # already below at the first eval
     assert steps_to_reach(evals, 1.0) is None                   # never reached
+
+
+def test_best_lr_is_the_argmin_ties_go_low_diverged_never_wins():
+    from analysis.lr_sweep import best_lr
+    from configurator import UserError
+    assert best_lr({3e-3: 4.1, 1e-3: 4.3, 6e-3: 4.2, 2e-3: 4.15}) == 3e-3
+    assert best_lr({6e-3: 4.0, 1e-3: 4.0, 3e-3: 4.5}) == 1e-3     # tie: the lower lr
+    assert best_lr({1e-3: 4.3, 6e-3: math.inf, 3e-3: math.nan}) == 1e-3
+    with pytest.raises(UserError, match='add lower values'):
+        best_lr({1e-3: math.inf})
+
+
+def test_seed_summary_against_hand_made_curves():
+    from analysis.lr_sweep import seed_summary, steps_cell, mean_band
+    base = [[(0, 6.0), (10, 5.0), (20, 4.0)], [(0, 6.0), (10, 4.8), (20, 4.2)]]      # mean final 4.1
+    other = [[(0, 6.0), (10, 4.1), (20, 3.9)], [(0, 6.0), (10, 5.0), (20, 4.5)]]     # reaches 4.1 at 10; never
+    target, s = seed_summary({'GPT': base, 'X': other}, 'GPT')
+    assert target == pytest.approx(4.1)
+    assert s['X']['final'] == [3.9, 4.5] and s['X']['steps'] == [10.0, None]
+    assert s['GPT']['steps'][0] == pytest.approx(19.0) and s['GPT']['steps'][1] is None  # 5.0 -> 4.0 at 10..20
+    assert steps_cell(s['X']['steps']) == '10 ± 0 (1/2)' and steps_cell([None, None]) == 'not reached (0/2)'
+    assert steps_cell([10.0, 20.0, 30.0]) == '20 ± 10 (3/3)'
+    steps, mean, lo, hi = mean_band(other)
+    assert steps == [0, 10, 20] and mean[1] == pytest.approx(4.55) and lo[2] == 3.9 and hi[2] == 4.5
+
+
+def test_variants_compare_quick_sweeps_then_seeds_and_reuses(tiny_data, tmp_path):
+    """--quick: 2 lrs x 2 variants sweep at seed 1, then the best lr of each with 2 seeds (seed 1 of the best lr
+    is the sweep's own run: same steps, same arguments); a re-run trains nothing."""
+    from analysis.common import curve, final
+    cmd = ['./launcher.sh', 'variants_compare', '--quick=True', "--variants=['GPT', 'DiffNGPT']", '--lrs=[1e-4, 1e-2]',
+           '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count('== training ') == 6 and r.stdout.count(': reusing ') == 2
+    out = tmp_path / 'quick'
+    res = json.load(open(out / 'results.json'))
+    assert res['config']['seeds'] == [1, 2] and res['config']['lrs'] == [1e-4, 1e-2]
+    for v in ('GPT', 'DiffNGPT'):
+        sweep = {float(k): x for k, x in res['sweep'][v].items()}
+        assert len(sweep) == 2 and res['best_lr'][v] == min(sweep, key=sweep.get)
+        # the sweep's numbers are the sweep runs' own final val losses (6 steps, seed 1)
+        for lr, x in sweep.items():
+            assert x == final(str(out / f'{v}_lr{lr:g}_s1_6it'))
+        dirs = res['runs'][v]
+        assert dirs[0] == str(out / f"{v}_lr{res['best_lr'][v]:g}_s1_6it")
+        assert len(dirs) == 2 and len(res['summary'][v]['final']) == 2
+        cfgs = [json.load(open(os.path.join(d, 'config.json'))) for d in dirs]
+        assert [c['seed'] for c in cfgs] == [1, 2] and all(c['max_iters'] == 6 for c in cfgs)
+        assert all(c['learning_rate'] == res['best_lr'][v] for c in cfgs)
+        assert res['summary'][v]['final'] == [final(d) for d in dirs]
+    finals = res['summary']['GPT']['final']
+    assert finals[0] != finals[1]                                  # the seeds differ
+    assert res['target_val_loss'] == pytest.approx(sum(finals) / 2)
+    from analysis.lr_sweep import steps_to_reach
+    assert res['summary']['DiffNGPT']['steps'] == [steps_to_reach(curve(d), res['target_val_loss'])
+                                                   for d in res['runs']['DiffNGPT']]
+    md = open(out / 'results.md').read()
+    assert 'n=2' in md and 'after 6 steps, seed 1' in md and md.count('| GPT |') == 2
+    assert (out / 'sweep_and_seeds.png').stat().st_size > 5000
+    r2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert r2.returncode == 0 and '== training' not in r2.stdout and r2.stdout.count(': reusing ') == 8
+    assert json.load(open(out / 'results.json'))['summary'] == res['summary']
+    bad = subprocess.run(cmd + ['--lrs=[]'], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and 'lrs' in bad.stderr

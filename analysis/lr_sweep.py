@@ -1,0 +1,141 @@
+"""A fair comparison of model variants: tune each variant's learning rate, then repeat its best rate over
+seeds and report mean ± std. Shared by analysis/variants_compare.py and analysis/diffinput_compare.py.
+
+    sweep, best, runs = sweep_then_seeds(variants, lrs, seeds, sweep_iters, max_iters, train)
+
+Phase 1 (sweep): every variant at every lr of `lrs`, seed seeds[0], sweep_iters steps; the best lr of a
+variant is the one with the lowest final validation loss (a tie goes to the lower lr; a run stopped by a
+non-finite loss counts as inf). Phase 2 (seeds): every variant at its best lr with every seed, max_iters
+steps. When sweep_iters == max_iters the seeds[0] run has the sweep run's arguments and train_run reuses it.
+`train(variant, lr, seed, iters)` returns a run dir (a study calls analysis.common.train_run in it).
+"""
+import math
+
+from analysis.common import UserError, curve, final, fmt, pyplot, save_figure
+
+
+def run_name(variant, lr, seed, iters):
+    return f'{variant}_lr{lr:g}_s{seed}_{iters}it'
+
+
+def best_lr(sweep):
+    """{lr: final val loss} -> the lr with the lowest loss; ties go to the lower lr; non-finite losses never win."""
+    finite = [lr for lr in sorted(sweep) if math.isfinite(sweep[lr])]
+    if not finite:
+        raise UserError(f"every learning rate diverged ({', '.join(f'{lr:g}' for lr in sorted(sweep))}); "
+                        f"add lower values to lrs")
+    return min(finite, key=lambda lr: sweep[lr])  # min keeps the first (lowest lr) of equal losses
+
+
+def sweep_then_seeds(variants, lrs, seeds, sweep_iters, max_iters, train):
+    """-> sweep {variant: {lr: final val loss}}, best {variant: lr}, runs {variant: [run dir per seed]}."""
+    sweep = {}
+    for v in variants:
+        sweep[v] = {}
+        for lr in lrs:
+            try:
+                sweep[v][lr] = final(train(v, lr, seeds[0], sweep_iters))
+            except UserError as e:
+                if 'non-finite' not in str(e):
+                    raise
+                print(f"== {v} lr {lr:g}: stopped by a non-finite loss; counted as inf in the sweep", flush=True)
+                sweep[v][lr] = math.inf
+        print(f"== sweep {v}: " + ', '.join(f'lr {lr:g} -> {x:.4f}' for lr, x in sweep[v].items()), flush=True)
+    best = {v: best_lr(sweep[v]) for v in variants}
+    runs = {v: [train(v, best[v], s, max_iters) for s in seeds] for v in variants}
+    return sweep, best, runs
+
+
+def steps_to_reach(evals, target):
+    """First (linearly interpolated) step where the validation loss is <= target; None if never."""
+    prev = None
+    for step, loss in evals:
+        if loss <= target:
+            if prev is None or prev[1] == loss:
+                return float(step)
+            return prev[0] + (step - prev[0]) * (prev[1] - target) / (prev[1] - loss)
+        prev = (step, loss)
+    return None
+
+
+def seed_summary(curves, base):
+    """curves {variant: [[(step, val loss), ...] per seed]} -> (target, {variant: {'final': [...], 'steps': [...]}}):
+    target is the mean final loss of the baseline `base`; steps[i] is when seed i first reached it (None: never)."""
+    target = sum(c[-1][1] for c in curves[base]) / len(curves[base])
+    return target, {v: {'final': [c[-1][1] for c in cs], 'steps': [steps_to_reach(c, target) for c in cs]}
+                    for v, cs in curves.items()}
+
+
+def steps_cell(steps):
+    """'mean ± std (reached/n)' over the seeds that reached the target."""
+    got = [s for s in steps if s is not None]
+    return (fmt(got, 0) if got else 'not reached') + f' ({len(got)}/{len(steps)})'
+
+
+def markdown(rows):
+    keys = list(rows[0])
+    return '\n'.join(['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)] +
+                     ['| ' + ' | '.join(str(r[k]) for k in keys) + ' |' for r in rows]) + '\n'
+
+
+def sweep_table(sweep, best, sweep_iters, seed):
+    """Markdown: variant x lr -> final val loss of the sweep run (best in bold)."""
+    lrs = sorted({lr for s in sweep.values() for lr in s})
+    rows = []
+    for v, s in sweep.items():
+        row = {'variant': v}
+        for lr in lrs:
+            x = s.get(lr)
+            cell = '-' if x is None else ('diverged' if not math.isfinite(x) else f'{x:.4f}')
+            row[f'lr {lr:g}'] = f'**{cell}**' if lr == best[v] else cell
+        rows.append(row)
+    return (f'Learning-rate sweep: final validation loss after {sweep_iters} steps, seed {seed} (best in bold)\n\n'
+            + markdown(rows))
+
+
+def seeds_rows(summary, best, base, target, n_seeds):
+    """Rows of the seeds table: variant | best lr | final val loss | steps to the baseline's mean final loss."""
+    return [{'variant': v, 'best lr': f'{best[v]:g}',
+             f'final val loss (mean ± std, n={n_seeds})': fmt(s['final'], 4),
+             f"steps to {base}'s mean final loss {target:.4f} (mean ± std, reached/n)": steps_cell(s['steps'])}
+            for v, s in summary.items()]
+
+
+def mean_band(curves):
+    """[[(step, y)] per seed] -> steps, mean, min, max over the seeds at the steps every seed has."""
+    common = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+    ys = [[dict(c)[s] for c in curves] for s in common]
+    return common, [sum(y) / len(y) for y in ys], [min(y) for y in ys], [max(y) for y in ys]
+
+
+def sweep_seed_figure(path, sweep, best, runs, base, target, title, sweep_iters, max_iters):
+    """Left: final val loss vs lr per variant (the sweep). Right: val loss vs step at each variant's best lr,
+    mean over seeds with a min-max band, and the baseline's mean final loss dashed."""
+    plt = pyplot()
+    colors = ('black', 'tab:blue', 'tab:red', 'tab:purple', 'tab:green', 'tab:orange')
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.6))
+    finite = [x for s in sweep.values() for x in s.values() if math.isfinite(x)]
+    for (v, s), c in zip(sweep.items(), colors):
+        lrs = sorted(s)
+        ax0.plot(lrs, [s[lr] if math.isfinite(s[lr]) else float('nan') for lr in lrs], 'o-', color=c, label=v)
+        ax0.plot([best[v]], [s[best[v]]], '*', ms=14, color=c)
+    ax0.set(xscale='log', xlabel='peak learning rate', ylabel='final validation loss (nats/token)',
+            title=f'Sweep: {sweep_iters} steps, one seed (star = best)')
+    if finite:
+        ax0.set_ylim(min(finite) - 0.1, min(max(finite), min(finite) + 3) + 0.1)
+    lo = []
+    for (v, dirs), c in zip(runs.items(), colors):
+        steps, mean, mn, mx = mean_band([curve(d) for d in dirs])
+        ax1.plot(steps, mean, '-', color=c, label=f'{v} (lr {best[v]:g}, {len(dirs)} seeds)')
+        ax1.fill_between(steps, mn, mx, color=c, alpha=0.2, lw=0)
+        lo.append(min(mn))
+    ax1.axhline(target, color='gray', ls='--', lw=1, label=f"{base}'s mean final loss")
+    ax1.set(xlabel='step', ylabel='validation loss (nats/token)',
+            title=f'Best lr per variant, {max_iters} steps: mean and min-max over seeds')
+    ax1.set_ylim(min(lo) - 0.2, min(lo) + 2.5)
+    for ax in (ax0, ax1):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=90)
