@@ -123,16 +123,17 @@ def sweep_seed_figure(path, sweep, best, runs, base, target, title, sweep_iters,
             title=f'Sweep: {sweep_iters} steps, one seed (star = best)')
     if finite:
         ax0.set_ylim(min(finite) - 0.1, min(max(finite), min(finite) + 3) + 0.1)
-    lo = []
+    lo, hi = [], []
     for (v, dirs), c in zip(runs.items(), colors):
         steps, mean, mn, mx = mean_band([curve(d) for d in dirs])
         ax1.plot(steps, mean, '-', color=c, label=f'{v} (lr {best[v]:g}, {len(dirs)} seeds)')
         ax1.fill_between(steps, mn, mx, color=c, alpha=0.2, lw=0)
         lo.append(min(mn))
+        hi.append(max(mx))
     ax1.axhline(target, color='gray', ls='--', lw=1, label=f"{base}'s mean final loss")
     ax1.set(xlabel='step', ylabel='validation loss (nats/token)',
             title=f'Best lr per variant, {max_iters} steps: mean and min-max over seeds')
-    ax1.set_ylim(min(lo) - 0.2, min(lo) + 2.5)
+    ax1.set_ylim(min(lo) - 0.2, min(max(hi), min(lo) + 2.5) + 0.1)  # the first evals of a fresh model are ~ln(vocab)
     for ax in (ax0, ax1):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
