@@ -1,18 +1,27 @@
-"""Baseline vs differential input embeddings: train both (same seed, data, size), evaluate perplexity,
-write a markdown table and figures (loss curves, delta-norm histogram).
+"""Baseline vs differential input embeddings, compared fairly: sweep the learning rate of each, run each
+one's best rate with several seeds, evaluate perplexity; a table (mean ± std over seeds), a sweep table and
+figures (sweep + val loss with seed bands, delta-norm histogram).
 
-    ./launcher.sh diffinput_quick                 # offline, embedded corpus, a few minutes on CPU
-    python analysis/diffinput_compare.py config/diffinput_quick.py --max_iters=50
+    ./launcher.sh diffinput_quick                 # offline, embedded corpus; see docs/diffinput.md for the time
+    ./launcher.sh diffinput_quick --quick=True    # seconds: tiny models, 2 lrs x 2 seeds (smoke test)
+    python analysis/diffinput_compare.py config/diffinput_quick.py --max_iters=50 --sweep_iters=50
 
-Results go to <out_dir>/results.md, results.json and figures/*.png.
+Phase 1: both models at every lr of `lrs`, seed seeds[0], sweep_iters steps; best lr = lowest final val loss
+(ties: the lower lr). Phase 2: each model's best lr with every seed, max_iters steps (analysis/lr_sweep.py).
+Runs go to <out_dir>/<model>_lr<lr>_s<seed>_<iters>it; a finished run of the same arguments (and its
+perplexity files) is reused. Results: <out_dir>/results.md, results.json and <out_dir>/figures/*.png;
+--quick=True writes under <out_dir>/quick/.
 """
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.common import pyplot, read_metrics, run_script, train_run  # noqa: E402
+from analysis.common import curve, fmt, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
+from analysis.lr_sweep import (markdown, run_name, seed_summary, seeds_rows, sweep_seed_figure,  # noqa: E402
+                               sweep_table, sweep_then_seeds)
 
 data = 'stdlib'
 data_root = 'data'
@@ -23,75 +32,106 @@ n_head = 4
 n_embd = 128
 block_size = 128
 batch_size = 32
-max_iters = 400
-learning_rate = 3e-3
+max_iters = 400                  # steps of the seed runs
+sweep_iters = 200                # steps of the sweep runs (shorter: see docs/diffinput.md for the time)
+lrs = [1e-3, 2e-3, 3e-3, 6e-3]   # swept per model, cosine schedule (min_lr: train.py's default)
+seeds = [1, 2, 3]                # seeds[0] is the sweep's seed
+warmup_iters = 50
+eval_interval = 50
 eval_iters = 20
-seed = 1337
 ppl_stride = 64                  # sliding-window stride for the perplexity table
 ppl_max_tokens = 100_000
+threads = 1                      # OMP_NUM_THREADS of the training and evaluation processes
+quick = False                    # tiny models, a few steps, the lowest and highest lr, the first two seeds
+
+MODELS = {'baseline': False, 'diff_input': True}   # name -> diff_input; the first is the steps-to-loss baseline
+
+
+def train_args(name, lr, seed, iters):
+    args = dict(data=data, data_root=data_root, pos_emb=pos_emb, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                block_size=block_size, batch_size=batch_size, max_iters=iters, learning_rate=lr, seed=seed,
+                diff_input=MODELS[name], lr_schedule='cosine', warmup_iters=warmup_iters,
+                eval_interval=eval_interval, eval_iters=eval_iters, log_interval=max(1, eval_interval // 5),
+                log_tensorboard=False, auto_prepare=True)
+    return [f'--{k}={v}' for k, v in args.items()]
+
+
+def perplexity(run_dir, stride):
+    """eval_tasks.py ppl on the val split, kept next to the run (a retrained run's dir is cleared first)."""
+    path = os.path.join(run_dir, f'eval_ppl.json.{stride}')
+    if not os.path.exists(path):
+        run_script(['eval_tasks.py', 'ppl', f'--ckpt={run_dir}', f'--data={data}', f'--data_root={data_root}',
+                    '--split=val', f'--stride={stride}', f'--max_tokens={ppl_max_tokens}', f'--out={path}'],
+                   threads=threads, echo=('',))
+    with open(path) as f:
+        return json.load(f)
 
 
 def main():
+    global n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters, warmup_iters, eval_interval
+    global eval_iters, ppl_stride, ppl_max_tokens, lrs, seeds, out_dir
     cfg = configurator.configure(globals())
-    runs = {}
-    for name, diff in (('baseline', False), ('diff_input', True)):
-        args = [f'--{k}={v}' for k, v in cfg.items() if k not in ('out_dir', 'ppl_stride', 'ppl_max_tokens')]
-        run_dir = train_run([*args, f'--diff_input={diff}', '--auto_prepare=True',
-                             f'--eval_interval={max(1, max_iters // 8)}', f'--log_interval={max(1, max_iters // 40)}',
-                             '--lr_schedule=cosine', '--warmup_iters=50'], out_dir, name, reuse=False, echo=('',))
-        res = os.path.join(run_dir, 'eval_ppl.json')
-        for stride in (block_size, ppl_stride):
-            run_script(['eval_tasks.py', 'ppl', f'--ckpt={run_dir}', f'--data={data}', f'--data_root={data_root}',
-                        '--split=val', f'--stride={stride}', f'--max_tokens={ppl_max_tokens}', f'--out={res}.{stride}'],
-                       echo=('',))
-        runs[name] = dict(run_dir=run_dir, events=read_metrics(run_dir),
-                          ppl={s: json.load(open(f'{res}.{s}')) for s in (block_size, ppl_stride)})
-    write_results(runs)
+    if not lrs or not seeds or min(lrs) <= 0:
+        raise configurator.UserError(f"lrs={lrs} and seeds={seeds} need at least one value each (lrs > 0), "
+                                     f"e.g. --lrs=[1e-3,3e-3] --seeds=[1,2,3]")
+    if sweep_iters < 1 or max_iters < 1:
+        raise configurator.UserError(f"sweep_iters={sweep_iters}, max_iters={max_iters}: both must be >= 1")
+    if quick:
+        n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters = 1, 2, 16, 32, 4, 6, 6
+        warmup_iters, eval_interval, eval_iters, ppl_stride, ppl_max_tokens = 2, 2, 1, 16, 200
+        lrs, seeds = sorted({min(lrs), max(lrs)}), seeds[:2]
+        out_dir = os.path.join(out_dir, 'quick')
+    lrs, seeds = [float(x) for x in lrs], list(seeds)
+    cfg.update({k: globals()[k] for k in cfg})
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.time()
+    sweep, best, runs = sweep_then_seeds(
+        list(MODELS), lrs, seeds, sweep_iters, max_iters,
+        lambda name, lr, seed, iters: train_run(train_args(name, lr, seed, iters), out_dir,
+                                                run_name(name, lr, seed, iters), threads=threads, echo=('',)))
+    ppl = {name: [{s: perplexity(d, s) for s in (block_size, ppl_stride)} for d in dirs] for name, dirs in runs.items()}
+    write_results(cfg, sweep, best, runs, ppl)
+    print(f"== diffinput_compare: {time.time() - t0:.0f}s", flush=True)
 
 
-def write_results(runs):
-    plt = pyplot()
-    import torch
-    rows = []
-    for name, r in runs.items():
-        ev = r['events']
-        final = [e for e in ev if e['event'] == 'evaluate'][-1]
-        diag = [e for e in ev if e['event'] == 'train' and 'delta_norm_mean' in e]
-        rows.append({'model': name, 'val loss': final['val_loss'],
-                     f'ppl (stride {block_size})': r['ppl'][block_size]['ppl'],
-                     f'ppl (stride {ppl_stride})': r['ppl'][ppl_stride]['ppl'],
-                     'tokens scored': r['ppl'][ppl_stride]['tokens'],
-                     'final delta norm mean': round(diag[-1]['delta_norm_mean'], 3) if diag else '-',
-                     'tok/s': round(sum(e['tok_per_s'] for e in ev if e['event'] == 'train') /
-                                    max(1, sum(1 for e in ev if e['event'] == 'train')))})
-    keys = list(rows[0])
-    table = '\n'.join(['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)] +
-                      ['| ' + ' | '.join(str(r[k]) for k in keys) + ' |' for r in rows])
-    os.makedirs(os.path.join(out_dir, 'figures'), exist_ok=True)
+def write_results(cfg, sweep, best, runs, ppl):
+    base = list(MODELS)[0]
+    target, summary = seed_summary({n: [curve(d) for d in dirs] for n, dirs in runs.items()}, base)
+    rows = seeds_rows(summary, best, base, target, len(seeds))
+    for r, (name, dirs) in zip(rows, runs.items()):
+        for s in (block_size, ppl_stride):
+            r[f'ppl, stride {s} (mean ± std)'] = fmt([p[s]['ppl'] for p in ppl[name]], 2)
+        r['tokens scored'] = f"{ppl[name][0][ppl_stride]['tokens']:,}"
+        trains = [[e for e in read_metrics(d) if e['event'] == 'train'] for d in dirs]
+        diag = [t[-1]['delta_norm_mean'] for t in trains if 'delta_norm_mean' in t[-1]]
+        r['final delta norm mean'] = fmt(diag) if diag else '-'
+        r['tok/s (mean over seeds)'] = f"{sum(sum(e['tok_per_s'] for e in t) / len(t) for t in trains) / len(trains):,.0f}"
+    head = (f"{data}: {n_layer} layers x {n_embd}, {n_head} heads, pos_emb {pos_emb}, block {block_size}, batch "
+            f"{batch_size}, {max_iters} steps; each model at its best lr of the sweep, seeds {seeds}; perplexity on "
+            f"the first {ppl_max_tokens:,} validation tokens\n\n")
+    md = head + markdown(rows) + '\n' + sweep_table(sweep, best, sweep_iters, seeds[0])
     with open(os.path.join(out_dir, 'results.md'), 'w') as f:
-        f.write(table + '\n')
+        f.write(md)
     with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-        json.dump(rows, f, indent=2)
-    print(table)
+        json.dump({'config': cfg, 'sweep': {n: {f'{lr:g}': x for lr, x in s.items()} for n, s in sweep.items()},
+                   'best_lr': best, 'runs': runs, 'target_val_loss': target, 'summary': summary, 'rows': rows,
+                   'ppl': {n: [{str(s): p[s]['ppl'] for s in p} for p in ps] for n, ps in ppl.items()}}, f, indent=1)
+    print(md)
+    figs = os.path.join(out_dir, 'figures')
+    sweep_seed_figure(os.path.join(figs, 'sweep_and_seeds.png'), sweep, best, runs, base, target,
+                      f'Baseline vs differential input embeddings ({data}, {n_layer} layers x {n_embd}, {pos_emb})',
+                      sweep_iters, max_iters)
+    delta_norm_histogram(runs['diff_input'][0], os.path.join(figs, 'delta_norm_hist.png'))
+    print(f"wrote {out_dir}/results.md and {figs}/")
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (name, r), color in zip(runs.items(), ('tab:blue', 'tab:red')):
-        tr = [(e['tokens'], e['loss']) for e in r['events'] if e['event'] == 'train']
-        va = [(e['tokens'], e['val_loss']) for e in r['events'] if e['event'] == 'evaluate']
-        ax.plot(*zip(*tr), color=color, alpha=0.5, label=f'{name} train')
-        ax.plot(*zip(*va), 'o-', color=color, label=f'{name} val')
-    ax.set(xlabel='tokens', ylabel='loss (nats/token)', title='Baseline vs differential input embeddings')
-    ax.set_ylim(top=min(8, ax.get_ylim()[1]))
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'figures', 'loss_curves.png'), dpi=110)
-    plt.close(fig)
 
-    # delta norms of the trained diff_input model on one validation batch
+def delta_norm_histogram(run_dir, path):
+    """Delta norms vs embedding norms of a trained diff_input model on one validation batch."""
+    import torch
     import data as datalib
     from checkpoint import load_checkpoint, model_from_checkpoint
-    model, _ = model_from_checkpoint(load_checkpoint(runs['diff_input']['run_dir']))
+    plt = pyplot()
+    model, _ = model_from_checkpoint(load_checkpoint(run_dir))
     model.eval()
     shards = datalib.open_split(os.path.join(data_root, data), 'val', model.config.vocab_size)
     x, _ = next(datalib.iter_eval_batches(shards, block_size, batch_size, 1))
@@ -103,13 +143,11 @@ def write_results(runs):
     ax.hist(norms, bins=60, alpha=0.7, label=f'|e_t - e_(t-1)| (stack input), mean {norms.mean():.2f}')
     ax.hist(emb, bins=60, alpha=0.6, label=f'|e_t| (plain embedding), mean {emb.mean():.2f}')
     ax.set(xlabel='L2 norm', ylabel=f'count ({len(norms):,} positions of one val batch)',
-           title='Differential input: delta norms vs embedding norms')
+           title=f'Differential input: delta norms vs embedding norms ({os.path.basename(run_dir)})')
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'figures', 'delta_norm_hist.png'), dpi=110)
-    plt.close(fig)
-    print(f"wrote {out_dir}/results.md and {out_dir}/figures/")
+    save_figure(fig, path)
 
 
 if __name__ == '__main__':
