@@ -121,17 +121,37 @@ def test_prepare_wikitext_round_trip(tmp_path):
     assert r.returncode == 2 and not os.path.exists(tmp_path / 'x')
 
 
-def test_diffinput_quick_pair_runs(tiny_data, tmp_path):
-    r = subprocess.run([sys.executable, 'analysis/diffinput_compare.py', 'config/diffinput_quick.py', '--data=tiny',
-                        f'--data_root={tiny_data}', f'--out_dir={tmp_path}', '--max_iters=8', '--n_layer=1',
-                        '--n_embd=32', '--block_size=32', '--batch_size=4', '--eval_iters=1', '--ppl_stride=16',
-                        '--ppl_max_tokens=200'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_diffinput_quick_sweeps_then_seeds(tiny_data, tmp_path):
+    """--quick: both models at 2 lrs (seed 1), then each one's best lr with 2 seeds; ppl per seed; figures."""
+    sys.path.insert(0, ROOT)
+    from analysis.common import final, mean_std
+    r = subprocess.run(['./launcher.sh', 'diffinput_quick', '--quick=True', '--lrs=[1e-4, 2e-3, 1e-2]', '--data=tiny',
+                        f'--data_root={tiny_data}', f'--out_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    rows = json.load(open(tmp_path / 'results.json'))
-    assert [row['model'] for row in rows] == ['baseline', 'diff_input']
-    assert rows[0]['final delta norm mean'] == '-' and rows[1]['final delta norm mean'] > 0
-    for f in ('loss_curves.png', 'delta_norm_hist.png'):
-        assert os.path.getsize(tmp_path / 'figures' / f) > 5000
+    out = tmp_path / 'quick'
+    res = json.load(open(out / 'results.json'))
+    assert res['config']['lrs'] == [1e-4, 1e-2] and res['config']['seeds'] == [1, 2]  # quick: lowest, highest lr
+    assert [row['variant'] for row in res['rows']] == ['baseline', 'diff_input']
+    for name in ('baseline', 'diff_input'):
+        sweep = {float(k): x for k, x in res['sweep'][name].items()}
+        assert res['best_lr'][name] == min(sweep, key=sweep.get)
+        for lr, x in sweep.items():
+            assert x == final(str(out / f'{name}_lr{lr:g}_s1_6it'))
+        dirs = res['runs'][name]
+        cfgs = [json.load(open(os.path.join(d, 'config.json'))) for d in dirs]
+        assert [c['seed'] for c in cfgs] == [1, 2] and {c['learning_rate'] for c in cfgs} == {res['best_lr'][name]}
+        assert [c['diff_input'] for c in cfgs] == [name == 'diff_input'] * 2
+        ppl = [p['16'] for p in res['ppl'][name]]
+        assert len(ppl) == 2 and ppl[0] != ppl[1] and all(p > 1 for p in ppl)
+        m, s = mean_std(ppl)
+        assert res['rows'][list(res['best_lr']).index(name)]['ppl, stride 16 (mean ± std)'] == f'{m:.2f} ± {s:.2f}'
+    assert res['target_val_loss'] == pytest.approx(sum(res['summary']['baseline']['final']) / 2)
+    assert res['rows'][0]['final delta norm mean'] == '-' and res['rows'][1]['final delta norm mean'] != '-'
+    md = open(out / 'results.md').read()
+    assert 'n=2' in md and 'after 6 steps, seed 1' in md and md.count('| diff_input |') == 2
+    for f in ('sweep_and_seeds.png', 'delta_norm_hist.png'):
+        assert os.path.getsize(out / 'figures' / f) > 5000
 
 
 @pytest.mark.parametrize('problem', ['wikitext_baseline', 'wikitext_diff', 'wikitext_baseline_learned',
