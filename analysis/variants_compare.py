@@ -26,8 +26,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from analysis.common import ROOT, curve, is_finished, read_metrics, train_run  # noqa: E402
-from analysis.lr_sweep import (markdown, run_name, seed_summary, seeds_rows, steps_to_reach,  # noqa: E402,F401
-                               sweep_seed_figure, sweep_table, sweep_then_seeds)
+from analysis.lr_sweep import (markdown, run_name, seed_summary, seeds_rows, sweep_seed_figure,  # noqa: E402
+                               sweep_table, sweep_then_seeds)
 
 data = 'stdlib'
 data_root = 'data'
@@ -82,6 +82,7 @@ def report(cfg, sweep, best, runs):
             f"{cfg['batch_size']}x{cfg['block_size']} tokens; each variant at its best lr of the sweep, seeds "
             f"{cfg['seeds']}\n\n")
     md = head + markdown(rows) + '\n' + sweep_table(sweep, best, cfg['sweep_iters'], cfg['seeds'][0])
+    os.makedirs(cfg['out_dir'], exist_ok=True)
     with open(os.path.join(cfg['out_dir'], 'results.md'), 'w') as f:
         f.write(md)
     with open(os.path.join(cfg['out_dir'], 'results.json'), 'w') as f:
@@ -120,7 +121,6 @@ def main():
                max_iters=max_iters, sweep_iters=sweep_iters, eval_interval=eval_interval, eval_iters=eval_iters,
                lrs=[float(x) for x in lrs], seeds=list(seeds), out_dir=out_dir, figure=figure)
     os.chdir(ROOT)  # relative paths (out/, data/, figures/) are the repository's, as for the launcher
-    os.makedirs(out_dir, exist_ok=True)
     n_sweep = len(variants) * len(lrs)
     n_seed = len(variants) * (len(seeds) - (sweep_iters == max_iters))
     print(f"== plan: {n_sweep} sweep runs of {sweep_iters} steps + {n_seed} more seed runs of {max_iters} steps "

@@ -320,3 +320,14 @@ def test_variants_compare_quick_sweeps_then_seeds_and_reuses(tiny_data, tmp_path
     assert json.load(open(out / 'results.json'))['summary'] == res['summary']
     bad = subprocess.run(cmd + ['--lrs=[]'], cwd=ROOT, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and 'lrs' in bad.stderr
+
+
+def test_variants_compare_a_diverged_lr_loses_the_sweep(tiny_data, tmp_path):
+    """A sweep run stopped by a non-finite loss counts as diverged (inf), not as a failure of the study."""
+    r = subprocess.run(['./launcher.sh', 'variants_compare', '--quick=True', "--variants=['GPT']", '--lrs=[1e-3, 1e6]',
+                        '--seeds=[1]', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.load(open(tmp_path / 'quick' / 'results.json'))
+    assert res['sweep']['GPT'] == {'0.001': pytest.approx(res['summary']['GPT']['final'][0]), '1e+06': math.inf}
+    assert res['best_lr']['GPT'] == 1e-3 and '| diverged |' in open(tmp_path / 'quick' / 'results.md').read()
