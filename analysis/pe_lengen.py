@@ -12,11 +12,11 @@ same arguments is reused), then in this process: exact match by length (batched 
 KV cache, model.generate(temperature=0); an example counts when tgt + [EOT] is produced exactly) and
 attention entropy per query position, read through model.record(), on test examples of length 2L.
 
-block_size = the longest test sequence (4L + 2 tokens for these tasks), so every evaluated position
-exists for every encoding: for 'learned' the rows past the training lengths (2L + 1 input positions)
+block_size = the longest test input (`src [SEP] tgt` of length 2L: 4L + 1 tokens), so every evaluated
+position exists for every encoding: for 'learned' the rows past the training lengths (2L + 1 input positions)
 are in the model but never received a gradient (they keep their random initialization).
 
-Writes <out_dir>/results.{json,md} and figures_dir/{accuracy_vs_length,attention_entropy}.png + results.md.
+Writes <out_dir>/results.{json,md} and figures_dir/{accuracy_vs_length,attention_entropy}_<task>.png + results.md.
 """
 import json
 import math
@@ -39,7 +39,7 @@ from model import POS_EMBS  # noqa: E402
 tasks = ['copy', 'reverse']
 encodings = list(POS_EMBS)
 seeds = [1, 2, 3]
-train_len = 16           # L: trained on lengths 1..L, tested on 1..2L
+train_len = 8            # L: trained on lengths 1..L, tested on 1..2L
 n_train = 50000          # training examples per task (prepare/lengen.py)
 n_test = 50              # test examples per length
 n_layer = 2
@@ -47,7 +47,7 @@ n_head = 4
 n_embd = 64
 batch_size = 32
 max_iters = 600
-learning_rate = 3e-3
+learning_rate = 5e-3
 warmup_iters = 50
 mech_examples = 32       # test examples of length 2L for the attention-entropy figure
 data_root = 'data'
@@ -139,12 +139,13 @@ def evaluate(run_dir, recs, ids):
     if os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(ckpt_file):
         with open(path) as f:
             res = json.load(f)
-        if res.get('n_test') == len(recs):
+        if res.get('n_test') == len(recs) and 'entropy_id' in res:
             return res
     model, _ = model_from_checkpoint(load_checkpoint(run_dir))
     by_len = exact_match_by_length(model, recs, ids['eot'], ids['sep'])
     res = {'n_test': len(recs), 'acc': {str(n): h / t for n, (h, t) in by_len.items()},
            'entropy': attention_entropy(model, recs, 2 * train_len, ids['sep'], mech_examples),
+           'entropy_id': attention_entropy(model, recs, train_len, ids['sep'], mech_examples),
            'train_seconds': next((e.get('seconds') for e in read_metrics(run_dir) if e.get('event') == 'train_end'), None),
            'final_val_loss': next((e.get('val_loss') for e in reversed(read_metrics(run_dir))
                                    if e.get('val_loss') is not None), None)}
@@ -218,29 +219,36 @@ def plot(results, summary):
         fig.savefig(p, dpi=90)
         plt.close(fig)
         paths.append(p)
-    # mechanism: attention entropy by query position on length-2L inputs, per encoding (band over seeds)
-    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.5), squeeze=False)
-    for ax, (task, per_enc) in zip(axes[0], results.items()):
-        T = None
-        for enc in encs:
-            e = np.array([r['entropy'] for r in per_enc[enc].values()])
-            T = e.shape[1]
-            ax.fill_between(np.arange(T), e.min(0), e.max(0), color=colors[enc], alpha=0.2)
-            ax.plot(np.arange(T), e.mean(0), color=colors[enc], lw=1.5, label=enc)
-        ax.plot(np.arange(T), np.log(np.arange(T) + 1), color='gray', ls=':', lw=1.5, label='uniform: log(t+1)')
-        ax.axvline(2 * train_len + 0.5, color='k', ls='--', lw=1, label=f'last trained position ({2 * train_len})')
-        ax.axvline(2 * train_len + 0.5 - train_len, color='k', ls=':', lw=0.8)
-        ax.set_xlabel(f'query position t (input: {2 * train_len} digits, [SEP], {2 * train_len} answer digits)')
-        ax.set_ylabel('attention entropy (nats), mean over heads, layers')
-        ax.set_title(f'{task}: length {2 * train_len} (2L) inputs')
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle('Attention entropy by query position (mean over seeds, band min..max)')
-    fig.tight_layout()
-    p = os.path.join(figures_dir, 'attention_entropy.png')
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return paths + [p]
+    # mechanism: attention entropy by query position, inputs of length L (trained) and 2L, band over seeds
+    for task, per_enc in results.items():
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), sharex=True, sharey=True, squeeze=False)
+        for ax, enc in zip(axes.flat, encs):
+            for key, ls, label in (('entropy_id', '--', f'inputs of length {train_len} (trained)'),
+                                   ('entropy', '-', f'inputs of length {2 * train_len}')):
+                e = np.array([r[key] for r in per_enc[enc].values()])
+                t = np.arange(e.shape[1])
+                ax.fill_between(t, e.min(0), e.max(0), color=colors[enc], alpha=0.2)
+                ax.plot(t, e.mean(0), color=colors[enc], ls=ls, lw=1.5, label=label)
+            t = np.arange(4 * train_len + 1)
+            ax.plot(t, np.log(t + 1), color='gray', ls=':', lw=1, label='uniform attention: log(t+1)')
+            ax.axvline(2 * train_len + 0.5, color='k', ls='--', lw=1, label=f'last trained position ({2 * train_len})')
+            ax.set_title(enc, fontsize=9)
+            ax.grid(alpha=0.3)
+        for ax in axes.flat[len(encs):]:
+            ax.axis('off')
+        for ax in axes[-1]:
+            ax.set_xlabel('query position t')
+        for ax in axes[:, 0]:
+            ax.set_ylabel('attention entropy (nats)')
+        axes.flat[0].legend(fontsize=6.5, loc='upper left')
+        fig.suptitle(f"{task}: attention entropy by query position (mean over heads, layers, {mech_examples} examples; "
+                     f"line = mean of seeds, band = min..max)", fontsize=10)
+        fig.tight_layout()
+        p = os.path.join(figures_dir, f'attention_entropy_{task}.png')
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    return paths
 
 
 def main():
