@@ -94,8 +94,9 @@ def train_args(task, enc, seed, block_size):
 
 @torch.no_grad()
 def exact_match_by_length(model, recs, eot_id, sep_id, batch=256):
-    """{length: (hits, total)}: greedy decoding of `src [SEP]` with the KV cache; a hit is tgt + [EOT]
-    exactly (the same rule as eval_tasks.exact_match on the decoded text, which tests check)."""
+    """{length: (hits, total, correct tokens, tokens)}: greedy decoding of `src [SEP]` with the KV cache; a hit
+    is tgt + [EOT] exactly (the rule of eval_tasks.exact_match on the decoded text, which tests check);
+    tokens: the len(tgt) + 1 decoded positions compared one by one with tgt + [EOT] (per-token accuracy)."""
     model.eval()
     groups = {}
     for i in range(len(recs)):
@@ -103,15 +104,16 @@ def exact_match_by_length(model, recs, eot_id, sep_id, batch=256):
         groups.setdefault((len(r['src']), len(r['tgt'])), []).append(i)
     out = {}
     for (n, m), idx in sorted(groups.items()):
-        hits = 0
+        hits = correct = 0
         for j in range(0, len(idx), batch):
             rows = [recs[i] for i in idx[j:j + batch]]
             x = torch.tensor([[int(t) for t in r['src']] + [sep_id] for r in rows])
             want = torch.tensor([[int(t) for t in r['tgt']] + [eot_id] for r in rows])
-            got = model.generate(x, m + 1, temperature=0)[:, n + 1:]
-            hits += int((got == want).all(1).sum())
-        h, t = out.get(n, (0, 0))
-        out[n] = (h + hits, t + len(idx))
+            same = model.generate(x, m + 1, temperature=0)[:, n + 1:] == want
+            hits += int(same.all(1).sum())
+            correct += int(same.sum())
+        h, t, c, k = out.get(n, (0, 0, 0, 0))
+        out[n] = (h + hits, t + len(idx), c + correct, k + len(idx) * (m + 1))
     return out
 
 
@@ -139,11 +141,12 @@ def evaluate(run_dir, recs, ids):
     if os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(ckpt_file):
         with open(path) as f:
             res = json.load(f)
-        if res.get('n_test') == len(recs) and 'entropy_id' in res:
+        if res.get('n_test') == len(recs) and 'token_acc' in res:
             return res
     model, _ = model_from_checkpoint(load_checkpoint(run_dir))
     by_len = exact_match_by_length(model, recs, ids['eot'], ids['sep'])
-    res = {'n_test': len(recs), 'acc': {str(n): h / t for n, (h, t) in by_len.items()},
+    res = {'n_test': len(recs), 'acc': {str(n): h / t for n, (h, t, _, _) in by_len.items()},
+           'token_acc': {str(n): c / k for n, (_, _, c, k) in by_len.items()},
            'entropy': attention_entropy(model, recs, 2 * train_len, ids['sep'], mech_examples),
            'entropy_id': attention_entropy(model, recs, train_len, ids['sep'], mech_examples),
            'train_seconds': next((e.get('seconds') for e in read_metrics(run_dir) if e.get('event') == 'train_end'), None),
@@ -156,27 +159,33 @@ def evaluate(run_dir, recs, ids):
 
 
 def summarize(results):
-    """{task: {enc: {'id': [per seed], 'ood': [per seed]}}}: mean exact match over lengths 1..L and L+1..2L."""
+    """{task: {enc: {'id', 'ood', 'ood_tok': [per seed]}}}: mean exact match over lengths 1..L and L+1..2L,
+    and mean per-token accuracy over lengths L+1..2L."""
     out = {}
     for task, encs in results.items():
         for enc, per_seed in encs.items():
-            s = out.setdefault(task, {}).setdefault(enc, {'id': [], 'ood': []})
+            s = out.setdefault(task, {}).setdefault(enc, {'id': [], 'ood': [], 'ood_tok': []})
             for r in per_seed.values():
                 acc = {int(n): a for n, a in r['acc'].items()}
                 s['id'].append(float(np.mean([a for n, a in acc.items() if n <= train_len])))
                 s['ood'].append(float(np.mean([a for n, a in acc.items() if train_len < n <= 2 * train_len])))
+                s['ood_tok'].append(float(np.mean([a for n, a in r['token_acc'].items()
+                                                   if train_len < int(n) <= 2 * train_len])))
     return out
 
 
 def table(summary, wall):
     encs = list(next(iter(summary.values())))
     n = len(next(iter(next(iter(summary.values())).values()))['id'])
-    head = ['pos_emb'] + [f'{t} {s}' for t in summary for s in (f'ID (1..{train_len})', f'OOD ({train_len + 1}..{2 * train_len})')]
+    head = ['pos_emb'] + [f'{t} {s}' for t in summary for s in (f'ID (1..{train_len})', f'OOD ({train_len + 1}..{2 * train_len})',
+                                                                f'OOD per-token')]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for e in encs:
-        lines.append('| ' + ' | '.join([e] + [fmt(summary[t][e][s]) for t in summary for s in ('id', 'ood')]) + ' |')
+        lines.append('| ' + ' | '.join([e] + [fmt(summary[t][e][s]) for t in summary for s in ('id', 'ood', 'ood_tok')]) + ' |')
     return (f"Greedy exact match, mean ± std over {n} seeds ({n_test} test examples per length; ID = mean over "
-            f"lengths 1..{train_len}, OOD = mean over lengths {train_len + 1}..{2 * train_len}). "
+            f"lengths 1..{train_len}, OOD = mean over lengths {train_len + 1}..{2 * train_len}; OOD per-token = the "
+            f"fraction of answer positions, [EOT] included, where the greedy output has the right token; chance "
+            f"about 0.1). "
             f"Model {n_layer} layers x {n_embd} wide, {n_head} heads, {max_iters} steps of {batch_size} examples, "
             f"lr {learning_rate}; {wall}.\n\n" + '\n'.join(lines) + '\n')
 
@@ -200,7 +209,9 @@ def plot(results, summary):
             accs = [[r['acc'][str(n)] for n in range(1, 2 * train_len + 1)] for r in per_enc[enc].values()]
             a, lens = np.array(accs), np.arange(1, 2 * train_len + 1)
             ax.fill_between(lens, a.min(0), a.max(0), color=colors[enc], alpha=0.25, label='min..max over seeds')
-            ax.plot(lens, a.mean(0), color=colors[enc], lw=2, label=f'mean of {len(a)} seeds')
+            ax.plot(lens, a.mean(0), color=colors[enc], lw=2, label=f'exact match, mean of {len(a)} seeds')
+            tok = np.array([[r['token_acc'][str(n)] for n in lens] for r in per_enc[enc].values()])
+            ax.plot(lens, tok.mean(0), color=colors[enc], lw=1, ls=':', label='per-token accuracy, mean')
             ax.axvline(train_len + 0.5, color='k', ls='--', lw=1, label=f'training lengths ≤ {train_len}')
             s = summary[task][enc]
             ax.set_title(f"{enc}: ID {np.mean(s['id']):.2f}, OOD {np.mean(s['ood']):.2f}", fontsize=9)
@@ -211,9 +222,9 @@ def plot(results, summary):
         for ax in axes[-1]:
             ax.set_xlabel('length (digits)')
         for ax in axes[:, 0]:
-            ax.set_ylabel('exact match')
+            ax.set_ylabel('accuracy')
         axes.flat[0].legend(fontsize=7, loc='lower left')
-        fig.suptitle(f"{task}: greedy exact match vs length, trained on lengths 1..{train_len}")
+        fig.suptitle(f"{task}: greedy decoding accuracy vs length, trained on lengths 1..{train_len}")
         fig.tight_layout()
         p = os.path.join(figures_dir, f'accuracy_vs_length_{task}.png')
         fig.savefig(p, dpi=90)

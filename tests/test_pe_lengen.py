@@ -106,6 +106,7 @@ def test_exact_match_equals_per_example_reference(quick_study):
     assert sum(expect) >= 3, "the quick model emitted too few <|endoftext|> to build hits"
     for r, e in zip(rows, expect):
         got = pe_lengen.exact_match_by_length(model, [r], tok.eot_id, tok.sep_id)
-        assert got == {len(r['src']): (int(e), 1)}
+        n, m = len(r['src']), len(r['tgt']) + 1
+        assert got == {n: (int(e), 1, m if e else m - 1, m)}  # the changed record differs in one token
     total = pe_lengen.exact_match_by_length(model, rows, tok.eot_id, tok.sep_id, batch=3)  # batched, mixed lengths
-    assert sum(h for h, _ in total.values()) == sum(expect)
+    assert sum(v[0] for v in total.values()) == sum(expect)
