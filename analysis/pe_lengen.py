@@ -16,7 +16,7 @@ block_size = the longest test input (`src [SEP] tgt` of length 2L: 4L + 1 tokens
 position exists for every encoding: for 'learned' the rows past the training lengths (2L + 1 input positions)
 are in the model but never received a gradient (they keep their random initialization).
 
-Writes <out_dir>/results.{json,md} and figures_dir/{accuracy_vs_length,attention_entropy}_<task>.png + results.md.
+Writes <out_dir>/results.{json,md} and figures_dir/{accuracy_vs_length,attention_entropy}_<task>.png, answer_length.png + results.md.
 """
 import json
 import math
@@ -94,9 +94,11 @@ def train_args(task, enc, seed, block_size):
 
 @torch.no_grad()
 def exact_match_by_length(model, recs, eot_id, sep_id, batch=256):
-    """{length: (hits, total, correct tokens, tokens)}: greedy decoding of `src [SEP]` with the KV cache; a hit
-    is tgt + [EOT] exactly (the rule of eval_tasks.exact_match on the decoded text, which tests check);
-    tokens: the len(tgt) + 1 decoded positions compared one by one with tgt + [EOT] (per-token accuracy)."""
+    """{length: (hits, total, correct tokens, tokens, answer lengths)}: greedy decoding of `src [SEP]` with the
+    KV cache, up to the end of the context. A hit is tgt + [EOT] exactly (the rule of eval_tasks.exact_match
+    on the decoded text, which tests check); tokens: the len(tgt) + 1 first decoded positions compared one by
+    one with tgt + [EOT] (per-token accuracy); answer length: tokens before the first [EOT] (-1: no [EOT]
+    before the context ends), which shows where a model stops."""
     model.eval()
     groups = {}
     for i in range(len(recs)):
@@ -105,15 +107,19 @@ def exact_match_by_length(model, recs, eot_id, sep_id, batch=256):
     out = {}
     for (n, m), idx in sorted(groups.items()):
         hits = correct = 0
+        lens = []
         for j in range(0, len(idx), batch):
             rows = [recs[i] for i in idx[j:j + batch]]
             x = torch.tensor([[int(t) for t in r['src']] + [sep_id] for r in rows])
             want = torch.tensor([[int(t) for t in r['tgt']] + [eot_id] for r in rows])
-            same = model.generate(x, m + 1, temperature=0)[:, n + 1:] == want
+            gen = model.generate(x, max(model.config.block_size - n, m + 1), temperature=0)[:, n + 1:]
+            same = gen[:, :m + 1] == want
             hits += int(same.all(1).sum())
             correct += int(same.sum())
-        h, t, c, k = out.get(n, (0, 0, 0, 0))
-        out[n] = (h + hits, t + len(idx), c + correct, k + len(idx) * (m + 1))
+            is_eot = gen == eot_id
+            lens += torch.where(is_eot.any(1), is_eot.int().argmax(1), -1).tolist()
+        h, t, c, k, l = out.get(n, (0, 0, 0, 0, []))
+        out[n] = (h + hits, t + len(idx), c + correct, k + len(idx) * (m + 1), l + lens)
     return out
 
 
@@ -141,12 +147,13 @@ def evaluate(run_dir, recs, ids):
     if os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(ckpt_file):
         with open(path) as f:
             res = json.load(f)
-        if res.get('n_test') == len(recs) and 'token_acc' in res:
+        if res.get('n_test') == len(recs) and 'answer_len' in res:
             return res
     model, _ = model_from_checkpoint(load_checkpoint(run_dir))
     by_len = exact_match_by_length(model, recs, ids['eot'], ids['sep'])
-    res = {'n_test': len(recs), 'acc': {str(n): h / t for n, (h, t, _, _) in by_len.items()},
-           'token_acc': {str(n): c / k for n, (_, _, c, k) in by_len.items()},
+    res = {'n_test': len(recs), 'acc': {str(n): v[0] / v[1] for n, v in by_len.items()},
+           'token_acc': {str(n): v[2] / v[3] for n, v in by_len.items()},
+           'answer_len': {str(n): v[4] for n, v in by_len.items()},
            'entropy': attention_entropy(model, recs, 2 * train_len, ids['sep'], mech_examples),
            'entropy_id': attention_entropy(model, recs, train_len, ids['sep'], mech_examples),
            'train_seconds': next((e.get('seconds') for e in read_metrics(run_dir) if e.get('event') == 'train_end'), None),
@@ -188,6 +195,28 @@ def table(summary, wall):
             f"about 0.1). "
             f"Model {n_layer} layers x {n_embd} wide, {n_head} heads, {max_iters} steps of {batch_size} examples, "
             f"lr {learning_rate}; {wall}.\n\n" + '\n'.join(lines) + '\n')
+
+
+def entropy_table(results):
+    """Mean attention entropy over the answer positions: of length-L inputs (positions L+1..2L, trained) and of
+    length-2L inputs (2L+1..4L, past the last trained position), in nats and as a fraction of uniform log(t+1)."""
+    L = train_len
+    span = {'ID': ('entropy_id', range(L + 1, 2 * L + 1)), 'OOD': ('entropy', range(2 * L + 1, 4 * L + 1))}
+    head = ['pos_emb'] + [f'{t} {k} {u}' for t in results for k in span for u in ('nats', '/ uniform')]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for enc in next(iter(results.values())):
+        cells = [enc]
+        for task in results:
+            for key, ts in span.values():
+                rs = results[task][enc].values()
+                cells.append(fmt([np.mean([r[key][t] for t in ts]) for r in rs], 2))
+                cells.append(fmt([np.mean([r[key][t] / math.log(t + 1) for t in ts]) for r in rs], 2))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return (f"Attention entropy at the answer positions (mean over heads, layers, {mech_examples} teacher-forced test "
+            f"examples and the positions; mean ± std over seeds). ID: inputs of length {L}, answer positions "
+            f"{L + 1}..{2 * L}; OOD: inputs of length {2 * L}, answer positions {2 * L + 1}..{4 * L} (all past the last "
+            f"trained position {2 * L}). '/ uniform' divides by log(t+1), the entropy of uniform attention over the "
+            f"t+1 visible keys.\n\n" + '\n'.join(lines) + '\n')
 
 
 # ----------------------------------------------------------------------------- figures
@@ -259,6 +288,38 @@ def plot(results, summary):
         fig.savefig(p, dpi=90)
         plt.close(fig)
         paths.append(p)
+    # where the greedy answer stops: median answer length (tokens before the first [EOT]) by input length,
+    # one panel per encoding, one line per task
+    bs = 4 * train_len + 1
+    lens = np.arange(1, 2 * train_len + 1)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), sharex=True, sharey=True, squeeze=False)
+    task_colors = {t: plt.cm.Set1(i) for i, t in enumerate(results)}
+    for ax, enc in zip(axes.flat, encs):
+        ax.plot(lens, lens, color='k', lw=3, alpha=0.2, label='correct: n')
+        ax.plot(lens, 2 * train_len - lens, color='k', ls='--', lw=1, label=f'[EOT] at position {2 * train_len + 1}')
+        for task, per_enc in results.items():
+            med = np.array([[np.median([v if v >= 0 else bs - n for v in r['answer_len'][str(n)]]) for n in lens]
+                            for r in per_enc[enc].values()])
+            ax.fill_between(lens, med.min(0), med.max(0), color=task_colors[task], alpha=0.15)
+            ax.plot(lens, med.mean(0), color=task_colors[task], lw=1.5, marker='.', ms=4, label=task)
+        ax.axvline(train_len + 0.5, color='gray', ls=':', lw=1)
+        ax.set_title(enc, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(encs):]:
+        ax.axis('off')
+    for ax in axes[-1]:
+        ax.set_xlabel('input length n (digits)')
+    for ax in axes[:, 0]:
+        ax.set_ylabel('answer length produced')
+    axes.flat[0].legend(fontsize=6.5, loc='upper left')
+    fig.suptitle(f"Where the greedy answer stops: tokens before the first [EOT], trained on n ≤ {train_len} (dotted)\n"
+                 f"median over examples (no [EOT] counts as the rest of the context); line = mean of seeds, "
+                 f"band = min..max", fontsize=9)
+    fig.tight_layout()
+    p = os.path.join(figures_dir, 'answer_length.png')
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    paths.append(p)
     return paths
 
 
@@ -304,7 +365,8 @@ def main():
             json.dump({'results': results, 'wall': wall, 'train_len': train_len, 'argv': sys.argv[1:]}, f)
         os.replace(res_path + '.tmp', res_path)
     summary = summarize(results)
-    md = '# Length generalization from scratch (pe_lengen)\n\n' + table(summary, wall)
+    md = ('# Length generalization from scratch (pe_lengen)\n\n' + table(summary, wall) + '\n'
+          + entropy_table(results))
     figs = plot(results, summary)
     md += '\n' + '\n'.join(f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figs) + '\n'
     for path in (os.path.join(out_dir, 'results.md'), os.path.join(figures_dir, 'results.md')):

@@ -51,14 +51,16 @@ def test_quick_study_outputs(quick_study):
             for r in per_seed.values():
                 assert sorted(int(n) for n in r['acc']) == list(range(1, 9))  # 1..2L with L = 4
                 assert all(0 <= a <= 1 for a in r['acc'].values())
+                assert all(r['acc'][n] <= r['token_acc'][n] <= 1 for n in r['acc'])  # a hit has every token right
+                assert all(len(v) == 4 and all(-1 <= x <= 4 * 4 + 1 - int(n) for x in v) for n, v in r['answer_len'].items())
                 assert len(r['entropy']) == 2 * 8 + 1  # 2L digits, [SEP], 2L answer digits
                 assert len(r['entropy_id']) == 2 * 4 + 1
                 for e in (r['entropy'], r['entropy_id']):  # position 0 sees one key: entropy 0; never above uniform
                     assert e[0] == pytest.approx(0, abs=1e-5)
                     assert all(0 <= x <= np.log(t + 1) + 1e-4 for t, x in enumerate(e))
     md = open(tmp / 'out' / 'results.md').read()
-    assert md.count('| none |') == 1 and md.count('| learned |') == 1 and 'copy OOD (5..8)' in md
-    for f in ('accuracy_vs_length_copy.png', 'attention_entropy_copy.png'):
+    assert md.count('| none |') == 2 and md.count('| learned |') == 2 and 'copy OOD (5..8)' in md  # accuracy, entropy
+    for f in ('accuracy_vs_length_copy.png', 'attention_entropy_copy.png', 'answer_length.png'):
         assert (tmp / 'figs' / f).stat().st_size > 5000, f
     assert open(tmp / 'figs' / 'results.md').read() == md
     # learned positions: the trained model has rows for every evaluated position (block_size covers 2L)
@@ -94,7 +96,7 @@ def test_exact_match_equals_per_example_reference(quick_study):
         for _ in range(4):
             src = [int(d) for d in rng.integers(0, 10, n)]
             x = src + [tok.sep_id]
-            for _ in range(2 * n + 2):
+            for _ in range(model.config.block_size - n):  # (to the end of the context, as the study does)
                 with torch.no_grad():
                     x.append(int(model(torch.tensor([x]))[0][0, -1].argmax()))
                 if x[-1] == tok.eot_id:
@@ -107,6 +109,7 @@ def test_exact_match_equals_per_example_reference(quick_study):
     for r, e in zip(rows, expect):
         got = pe_lengen.exact_match_by_length(model, [r], tok.eot_id, tok.sep_id)
         n, m = len(r['src']), len(r['tgt']) + 1
-        assert got == {n: (int(e), 1, m if e else m - 1, m)}  # the changed record differs in one token
+        # the changed record differs in one token; both stop where the model emitted <|endoftext|>
+        assert got == {n: (int(e), 1, m if e else m - 1, m, [m - 1])}
     total = pe_lengen.exact_match_by_length(model, rows, tok.eot_id, tok.sep_id, batch=3)  # batched, mixed lengths
     assert sum(v[0] for v in total.values()) == sum(expect)
