@@ -197,6 +197,25 @@ def table(summary, wall):
             f"lr {learning_rate}; {wall}.\n\n" + '\n'.join(lines) + '\n')
 
 
+def length_table(results):
+    """Fraction of the answers to OOD inputs that stop exactly at the right length (the first [EOT] after len(tgt)
+    tokens, whatever the digits), and of those that stop at the first untrained position 2L+1."""
+    L = train_len
+    head = ['pos_emb'] + [f'{t} {k}' for t in results for k in ('right length', f'[EOT] at position {2 * L + 1}')]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for enc in next(iter(results.values())):
+        cells = [enc]
+        for task in results:
+            rs = results[task][enc].values()  # (tgt length = n for these tasks)
+            cells.append(fmt([np.mean([v == n for n in range(L + 1, 2 * L + 1) for v in r['answer_len'][str(n)]]) for r in rs]))
+            cells.append(fmt([np.mean([v == 2 * L - n for n in range(L + 1, 2 * L + 1) for v in r['answer_len'][str(n)]])
+                              for r in rs]))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return (f"Where the greedy answers to inputs of length {L + 1}..{2 * L} stop (mean ± std over seeds): right length = "
+            f"the first [EOT] comes after exactly n tokens; [EOT] at position {2 * L + 1} = it comes at the first "
+            f"position no training sequence reached (answer length 2L - n).\n\n" + '\n'.join(lines) + '\n')
+
+
 def entropy_table(results):
     """Mean attention entropy over the answer positions: of length-L inputs (positions L+1..2L, trained) and of
     length-2L inputs (2L+1..4L, past the last trained position), in nats and as a fraction of uniform log(t+1)."""
@@ -366,7 +385,7 @@ def main():
         os.replace(res_path + '.tmp', res_path)
     summary = summarize(results)
     md = ('# Length generalization from scratch (pe_lengen)\n\n' + table(summary, wall) + '\n'
-          + entropy_table(results))
+          + length_table(results) + '\n' + entropy_table(results))
     figs = plot(results, summary)
     md += '\n' + '\n'.join(f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figs) + '\n'
     for path in (os.path.join(out_dir, 'results.md'), os.path.join(figures_dir, 'results.md')):

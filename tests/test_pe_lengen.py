@@ -59,7 +59,7 @@ def test_quick_study_outputs(quick_study):
                     assert e[0] == pytest.approx(0, abs=1e-5)
                     assert all(0 <= x <= np.log(t + 1) + 1e-4 for t, x in enumerate(e))
     md = open(tmp / 'out' / 'results.md').read()
-    assert md.count('| none |') == 2 and md.count('| learned |') == 2 and 'copy OOD (5..8)' in md  # accuracy, entropy
+    assert md.count('| none |') == 3 and md.count('| learned |') == 3 and 'copy OOD (5..8)' in md  # accuracy, length, entropy
     for f in ('accuracy_vs_length_copy.png', 'attention_entropy_copy.png', 'answer_length.png'):
         assert (tmp / 'figs' / f).stat().st_size > 5000, f
     assert open(tmp / 'figs' / 'results.md').read() == md
