@@ -358,6 +358,8 @@ def main():
     t0 = time.time()
     res_path = os.path.join(out_dir, 'results.json')
     if figures_only:
+        if not os.path.isfile(res_path):
+            raise configurator.UserError(f"--figures_only=True needs {res_path}: run the study once without it")
         with open(res_path) as f:
             saved = json.load(f)
         results, wall = saved['results'], saved['wall']

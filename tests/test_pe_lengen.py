@@ -113,3 +113,15 @@ def test_exact_match_equals_per_example_reference(quick_study):
         assert got == {n: (int(e), 1, m if e else m - 1, m, [m - 1])}
     total = pe_lengen.exact_match_by_length(model, rows, tok.eot_id, tok.sep_id, batch=3)  # batched, mixed lengths
     assert sum(v[0] for v in total.values()) == sum(expect)
+
+
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
+    for args in (["./launcher.sh", "pe_lengen", "--encodings=['alibi']"],
+                 ["./launcher.sh", "pe_lengen", "--tasks=['add']"],
+                 ["./launcher.sh", "pe_lengen", "--figures_only=True"],
+                 [sys.executable, "prepare/lengen.py", "--task=add"]):
+        r = subprocess.run(args + [f'--out_dir={tmp_path / "out"}'] + ([f'--data_root={tmp_path / "data"}']
+                           if 'pe_lengen' in args else []), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert any(w in r.stderr for w in ('alibi', "'add'", 'results.json')), r.stderr
+        assert not (tmp_path / 'out').exists() and not (tmp_path / 'data').exists()
