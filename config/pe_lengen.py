@@ -1,4 +1,4 @@
-"""Length generalization from scratch: every pos_emb x 3 seeds on copy and reverse, exact match vs length (~30 min CPU)."""
+"""Length generalization from scratch: every pos_emb x 3 seeds on copy and reverse, exact match vs length (~11 CPU-min)."""
 # script: analysis/pe_lengen.py
 # Settings are analysis/pe_lengen.py's; --quick=True shrinks everything to a seconds-long smoke run.
 # Sized for a 2-core CPU: 2 layers x 64, 600 steps of 32 examples reach >= 0.9 exact match in distribution
