@@ -200,14 +200,16 @@ def test_bad_optimizer_settings_are_one_line_errors(tiny_data, tmp_path):
 def test_muon_compare_quick_mode(tiny_data, tmp_path):
     r = run(['analysis/muon_compare.py', 'config/muon_compare.py', '--quick=True', '--data=tiny',
              f'--data_root={tiny_data}', f'--out_dir={tmp_path}', f'--figure={tmp_path / "fig.png"}',
-             '--adamw_lrs=[1e-3, 3e-3]', '--muon_lrs=[0.02]', '--seeds=[1, 2]'])
+             '--adamw_lrs=[3e-3]', '--muon_lrs=[0.01, 0.02]', '--seeds=[1, 2]'])
     res = json.load(open(tmp_path / 'results.json'))
-    assert res['best']['muon'] == 0.02 and res['best']['adamw'] in (1e-3, 3e-3)
+    sweep = {(o, lr): v for o, lr, v in res['sweep']}
+    assert res['best']['adamw'] == 3e-3  # the best of each sweep goes on to the seeds
+    assert sweep[('muon', res['best']['muon'])] == min(sweep[('muon', 0.01)], sweep[('muon', 0.02)])
     assert len(res['per_seed']) == 2 and all(r['step_time_ratio'] > 0 for r in res['per_seed'])
     for r in res['per_seed']:  # AdamW reaches its own final loss, by definition, within its run
         assert 0 < r['adamw_steps'] <= 8 and r['adamw_time'] > 0
     assert (tmp_path / 'fig.png').stat().st_size > 10000 and 'mean ± std' in open(tmp_path / 'results.md').read()
     again = run(['analysis/muon_compare.py', 'config/muon_compare.py', '--quick=True', '--data=tiny',
                  f'--data_root={tiny_data}', f'--out_dir={tmp_path}', f'--figure={tmp_path / "fig.png"}',
-                 '--adamw_lrs=[1e-3, 3e-3]', '--muon_lrs=[0.02]', '--seeds=[1, 2]'])
-    assert again.stdout.count('reusing') == 7 and 'training' not in again.stdout.replace('training seconds', '')
+                 '--adamw_lrs=[3e-3]', '--muon_lrs=[0.01, 0.02]', '--seeds=[1, 2]'])
+    assert again.stdout.count('reusing') == 7  # 3 sweep + 4 seed runs and 'training' not in again.stdout.replace('training seconds', '')
