@@ -66,9 +66,9 @@ VARIANTS = {
     'diff_input': {**GPT2, 'diff_input': True},
     'encdec': {**GPT2, 'n_encoder_layer': -1},   # -1: half of n_layer, decoder gets the rest
 }
-DEFAULT_ORDER = ['gpt2', 'modern', 'modern+muon', 'pos_none', 'pos_sinusoidal', 'pos_sinonly', 'pos_binary', 'pos_binary_norm',
-                 'pos_decimal', 'pos_decimal_norm', 'pos_rope', 'linear', 'diff', 'ngpt', 'diffngpt', 'diff_input',
-                 'encdec']
+DEFAULT_ORDER = ['gpt2', 'modern', 'modern+muon', 'pos_none', 'pos_sinusoidal', 'pos_sinonly', 'pos_binary',
+                 'pos_binary_norm', 'pos_decimal', 'pos_decimal_norm', 'pos_rope', 'linear', 'diff', 'ngpt', 'diffngpt',
+                 'diff_input', 'encdec']
 
 
 def model_config(name):

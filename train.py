@@ -126,8 +126,8 @@ HF_INITS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 # prepared, any directory created or any file written.
 
 def check_settings(cfg, world=1):
-    choices = {'objective': OBJECTIVES, 'optimizer': ('adamw', 'muon'), 'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
-               'lr_schedule': ('cosine', 'wsd', 'constant'), 'decay_shape': ('linear', 'cosine', '1-sqrt'),
+    choices = {'objective': OBJECTIVES, 'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
+               'optimizer': ('adamw', 'muon'), 'lr_schedule': ('cosine', 'wsd', 'constant'), 'decay_shape': ('linear', 'cosine', '1-sqrt'),
                'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
