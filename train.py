@@ -127,8 +127,8 @@ HF_INITS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 
 def check_settings(cfg, world=1):
     choices = {'objective': OBJECTIVES, 'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
-               'optimizer': ('adamw', 'muon'), 'lr_schedule': ('cosine', 'wsd', 'constant'), 'decay_shape': ('linear', 'cosine', '1-sqrt'),
-               'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
+               'optimizer': ('adamw', 'muon'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+               'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
             raise UserError(f"unknown {k} '{cfg[k]}'; valid values: {', '.join(valid)}")
