@@ -194,8 +194,8 @@ def measure_generation(model, cfg, dev, src):
 
 
 def table(rows, ratios):
-    keys = ['variant', 'params', 'step_ms', 'opt_ms', 'opt_share', 'warmup_s', 'tok_per_s', 'mfu', 'peak_mem_mb', 'gen_tok_s_cached',
-            'gen_tok_s_uncached', 'cache_speedup']
+    keys = ['variant', 'params', 'step_ms', 'opt_ms', 'opt_share', 'warmup_s', 'tok_per_s', 'mfu', 'peak_mem_mb',
+            'gen_tok_s_cached', 'gen_tok_s_uncached', 'cache_speedup']
     if ratios:
         keys.insert(3, 'step_time_ratio')
     lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
