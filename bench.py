@@ -8,8 +8,12 @@ and cached vs uncached sampling speed.
 
 Each variant runs in its own subprocess (clean allocator, compile cache and peak-memory counter).
 Warm-up steps are excluded; the reported step time is the median of the timed steps (CUDA events on
-GPU). A variant name may end in `+compile` (torch.compile) or `+eager`. Output: a markdown table on
-stdout and JSON in `out`; `--compare=True` adds ratios to the first variant.
+GPU). A variant name may end in `+compile` (torch.compile) or `+eager`, and in `+muon` (optimizer='muon',
+optim.py) instead of AdamW. opt_ms/opt_share: the optimizer step (with nGPT's weight renormalization) and
+its share of the step time. Output: a markdown table on stdout and JSON in `out`; `--compare=True` adds
+ratios to the first variant.
+
+    python bench.py --variants=quickstart,quickstart+muon --gen_tokens=0     # AdamW vs Muon step share
 """
 import json
 import os
@@ -62,9 +66,9 @@ VARIANTS = {
     'diff_input': {**GPT2, 'diff_input': True},
     'encdec': {**GPT2, 'n_encoder_layer': -1},   # -1: half of n_layer, decoder gets the rest
 }
-DEFAULT_ORDER = ['gpt2', 'modern', 'pos_none', 'pos_sinusoidal', 'pos_sinonly', 'pos_binary', 'pos_binary_norm',
-                 'pos_decimal', 'pos_decimal_norm', 'pos_rope', 'linear', 'diff', 'ngpt', 'diffngpt', 'diff_input',
-                 'encdec']
+DEFAULT_ORDER = ['gpt2', 'modern', 'modern+muon', 'pos_none', 'pos_sinusoidal', 'pos_sinonly', 'pos_binary',
+                 'pos_binary_norm', 'pos_decimal', 'pos_decimal_norm', 'pos_rope', 'linear', 'diff', 'ngpt', 'diffngpt',
+                 'diff_input', 'encdec']
 
 
 def model_config(name):
@@ -94,14 +98,17 @@ def measure(name, dev):
     import resource
     torch.manual_seed(0)
     cfg = model_config(name)
-    compiled = name.endswith('+compile')
+    compiled = '+compile' in name
     model = GPT(cfg).to(dev)
     cuda = dev.startswith('cuda')
     dt = dtype if dtype != 'auto' else ('bfloat16' if cuda else 'float32')
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    opt = torch.optim.AdamW(model.optimizer_groups(0.1), lr=1e-4, fused=cuda or None)
+    from optim import build_optimizer
+    opt = build_optimizer(model, dict(optimizer='muon' if '+muon' in name else 'adamw', learning_rate=1e-4,
+                                      weight_decay=0.1, beta1=0.9, beta2=0.95, muon_lr=0.02, muon_momentum=0.95,
+                                      muon_weight_decay=0.0), 'cuda' if cuda else 'cpu')
     fwd = torch.compile(model) if compiled else model
     B, T = batch_size, cfg.block_size
     x = torch.randint(0, cfg.vocab_size, (B, T), device=dev)
@@ -111,39 +118,45 @@ def measure(name, dev):
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
 
+    def clock():  # a point in time: a recorded CUDA event, or the CPU clock
+        if not cuda:
+            return time.perf_counter()
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+
     def step():
+        """One training step; returns the clocks at its start, the optimizer's start and its end."""
+        t = [clock()]
         with torch.autocast(device_type='cuda' if cuda else 'cpu', dtype=getattr(torch, dt), enabled=dt != 'float32'):
             _, loss = fwd(x, y, **kw)
         loss.backward()
+        t.append(clock())
         opt.step()
         opt.zero_grad(set_to_none=True)
         if hasattr(model, 'normalize_weights') and cfg.ngpt:
             model.normalize_weights()
+        return t + [clock()]
 
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
     sync(dev)
     warmup_s = time.perf_counter() - t0  # includes torch.compile's compilation for '+compile'
-    times = []
+    times, opt_times = [], []
     for _ in range(steps):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            step()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b) / 1000)
-        else:
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+        a, o, b = step()
+        sync(dev)
+        times.append(a.elapsed_time(b) / 1000 if cuda else b - a)
+        opt_times.append(o.elapsed_time(b) / 1000 if cuda else b - o)
     step_s = statistics.median(times)
     tok_s = B * T / step_s
     fpt = model.flops_per_token()
     from common import peak_flops_of
     peak = peak_flops or (peak_flops_of(dev) if cuda else 0)
     row = {'variant': name, 'params': model.num_params(), 'batch': B, 'block': T, 'step_ms': round(1000 * step_s, 2),
+           'opt_ms': round(1000 * statistics.median(opt_times), 2),
+           'opt_share': round(statistics.median(o / t for o, t in zip(opt_times, times)), 3),
            'warmup_s': round(warmup_s, 2),
            'tok_per_s': round(tok_s, 1), 'flops_per_token': fpt,
            'mfu': round(fpt * tok_s / peak, 4) if peak else None,
@@ -181,8 +194,8 @@ def measure_generation(model, cfg, dev, src):
 
 
 def table(rows, ratios):
-    keys = ['variant', 'params', 'step_ms', 'warmup_s', 'tok_per_s', 'mfu', 'peak_mem_mb', 'gen_tok_s_cached',
-            'gen_tok_s_uncached', 'cache_speedup']
+    keys = ['variant', 'params', 'step_ms', 'opt_ms', 'opt_share', 'warmup_s', 'tok_per_s', 'mfu', 'peak_mem_mb',
+            'gen_tok_s_cached', 'gen_tok_s_uncached', 'cache_speedup']
     if ratios:
         keys.insert(3, 'step_time_ratio')
     lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]

@@ -24,6 +24,7 @@ from configurator import UserError
 import data as datalib
 from model import GPT, GPTConfig
 from checkpoint import init_weights_from, load_checkpoint, save_checkpoint
+from optim import build_optimizer
 from common import RunStopped, catch_stop_signals, peak_flops_of, setup_distributed, to_device
 from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
                         objective_loss, open_objective_data)
@@ -71,12 +72,16 @@ max_tokens = 0               # if > 0, max_iters = ceil(max_tokens / tokens per 
 stop_after = 0               # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
                              # the schedule still spans the whole run, and init_from='resume' goes on
 # optimizer and schedule
-learning_rate = 6e-4
+optimizer = 'adamw'          # 'adamw' | 'muon' (Muon on the blocks' 2-D matrices, AdamW on the rest; optim.py)
+learning_rate = 6e-4         # AdamW's (all parameters, or with muon the embeddings, head, norms, biases, vectors)
 min_lr = 6e-5
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
+muon_lr = 0.02               # optimizer='muon': Muon's peak lr; the schedule scales it like learning_rate
+muon_momentum = 0.95
+muon_weight_decay = 0.0      # decoupled, times Muon's lr (0 = Keller Jordan's original Muon)
 lr_schedule = 'cosine'       # 'cosine' | 'wsd' | 'constant'
 warmup_iters = 100
 decay_frac = 0.1             # wsd: the last decay_frac of training decays to min_lr
@@ -122,8 +127,8 @@ HF_INITS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 
 def check_settings(cfg, world=1):
     choices = {'objective': OBJECTIVES, 'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
-               'lr_schedule': ('cosine', 'wsd', 'constant'), 'decay_shape': ('linear', 'cosine', '1-sqrt'),
-               'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
+               'optimizer': ('adamw', 'muon'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+               'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
             raise UserError(f"unknown {k} '{cfg[k]}'; valid values: {', '.join(valid)}")
@@ -135,6 +140,11 @@ def check_settings(cfg, world=1):
             GPTConfig(**{**{k: cfg[k] for k in MODEL_KEYS}, 'vocab_size': cfg['vocab_size'] or 64})
         except ValueError as e:
             raise UserError(str(e))
+    if cfg['optimizer'] == 'muon' and not (cfg['learning_rate'] > 0 and cfg['muon_lr'] > 0
+                                           and 0 <= cfg['muon_momentum'] < 1 and cfg['muon_weight_decay'] >= 0):
+        raise UserError(f"optimizer='muon' needs learning_rate > 0, muon_lr > 0, 0 <= muon_momentum < 1 and "
+                        f"muon_weight_decay >= 0; got {cfg['learning_rate']}, {cfg['muon_lr']}, "
+                        f"{cfg['muon_momentum']}, {cfg['muon_weight_decay']}")
     if not 0 <= cfg['algo_mix'] <= 1:
         raise UserError(f"algo_mix must be in [0, 1], got {cfg['algo_mix']}")
     if cfg['algo_data'] and cfg['objective'] != 'lm':
@@ -211,10 +221,7 @@ def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master):
     for line in notes if master and cfg['init_from'] not in ('scratch', 'resume') else []:
         print(line)
     model.to(dev)
-    opt_kwargs = dict(lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))
-    if device_type == 'cuda':
-        opt_kwargs['fused'] = True
-    optimizer = torch.optim.AdamW(model.optimizer_groups(cfg['weight_decay']), **opt_kwargs)
+    optimizer = build_optimizer(model, cfg, device_type)
     if ckpt is not None:
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
@@ -432,8 +439,8 @@ def train(cfg, ddp, rank, world, dev, master):
     val_loss, b = None, get_batch(r, r.start_step, 0)
     for step in range(r.start_step, end_step):
         lr = lr_at(step, cfg, r.total_steps)
-        for g in r.optimizer.param_groups:
-            g['lr'] = lr
+        for g in r.optimizer.param_groups:  # lr_scale: Muon's groups (muon_lr / learning_rate; optim.py)
+            g['lr'] = lr * g.get('lr_scale', 1.0)
         b = train_step(r, step, b, stats)
         done = step + 1
         tokens = done * r.tokens_per_step
@@ -442,7 +449,7 @@ def train(cfg, ddp, rank, world, dev, master):
         is_ckpt = done % ckpt_every == 0 or done == end_step
         if (is_log or is_ckpt) and stats['steps'] > 0:  # the only host syncs: at log and checkpoint steps
             log_train(r, done, lr, stats, t_log, is_log)
-            t_log = time.time()
+            t_log = None
         if is_eval:
             val_loss, val_extra = evaluate(r)
             r.log.event('evaluate', console=master, step=done, tokens=tokens, val_loss=round(val_loss, 5),
@@ -462,6 +469,7 @@ def train(cfg, ddp, rank, world, dev, master):
             stop_now = bool(stop_signals) and not ddp
         if stop_now and done < end_step:
             return preempted(r, done, is_ckpt, stop_signals)
+        t_log = t_log or time.time()  # ms_per_step counts training steps only, not evals or checkpoints
     return finish(r, end_step, val_loss, time.time() - t0)
 
 

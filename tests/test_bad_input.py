@@ -67,6 +67,8 @@ CASES = [
     ('unknown mlp', T + ['--mlp=relu2'], 'valid values: gelu, swiglu'),
     ('unknown attn', T + ['--attn=sparse'], 'valid values: softmax'),
     ('unknown lr_schedule', T + ['--lr_schedule=step'], 'valid values: cosine, wsd, constant'),
+    ('unknown optimizer', T + ['--optimizer=sgd'], 'valid values: adamw, muon'),
+    ('muon momentum out of range', T + ['--optimizer=muon', '--muon_momentum=1.5'], '0 <= muon_momentum < 1'),
     ('batch not divisible across ranks and accumulation', T + ['--global_batch_tokens=1000'], 'not divisible'),
     ('bad run_name placeholder', T + ['--run_name={nope}'], 'bad placeholder'),
     ('resume with no run', T + ['--init_from=resume', '--seed=99'], 'no run at'),
@@ -128,7 +130,7 @@ def test_long_prompt_and_large_top_k_get_notices_not_errors(env):
 BAD_SETTINGS = ['--pos_emb=fourier', '--norm=batchnorm', '--mlp=relu', '--attn=flash', '--n_head=3', '--n_layer=0',
                 '--dropout=1.5', '--ngpt=True --bias=True', '--attn=diff --n_head=128', '--n_encoder_layer=-1',
                 '--linear_chunk=0', '--objective=dpo', '--algo_mix=2.0', '--global_batch_tokens=1000',
-                '--decay_budgets=[1000]', '--run_name={nope}']
+                '--decay_budgets=[1000]', '--run_name={nope}', '--optimizer=lion', '--optimizer=muon --muon_lr=0']
 
 
 def test_bad_settings_fail_the_check():
