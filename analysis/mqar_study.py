@@ -134,6 +134,8 @@ def plot(cfg, grid, path):
             line, = ax.plot(cfg['widths'], m, marker='o', label=LABELS[v])
             ax.fill_between(cfg['widths'], np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color=line.get_color(), alpha=0.2)
         ax.axhline(1 / cfg['n_vals'], color='gray', ls=':', lw=1, label=f'chance (1/{cfg["n_vals"]})')
+        # the plateau of a model that only learned "answer with one of this sequence's values"
+        ax.axhline(1 / n, color='black', ls='--', lw=1, label='1/pairs (a value of the sequence at random)')
         ax.set_xscale('log', base=2)
         ax.set_xticks(cfg['widths'], [str(w) for w in cfg['widths']])
         ax.set_xlabel('model width (n_embd)')
