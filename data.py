@@ -655,9 +655,10 @@ def open_records(data_dir, split, model_vocab_size=None):
     return recs
 
 
-def records_xy(seqs, pad_id, block_size):
+def records_xy(seqs, pad_id, block_size, scored=None):
     """Next-token pairs of whole sequences, right-padded to the longest: x pads with pad_id, y with -100
-    (no loss), so a padded position never changes a real one (the models are causal)."""
+    (no loss), so a padded position never changes a real one (the models are causal). scored: per
+    sequence a 0/1 array as long as it; a token with 0 carries no loss (y = -100 where it is the target)."""
     import torch
     n = max(len(s) for s in seqs) - 1
     if n + 1 > block_size + 1:
@@ -668,14 +669,22 @@ def records_xy(seqs, pad_id, block_size):
     for r, s in enumerate(seqs):
         s = torch.from_numpy(np.asarray(s, dtype=np.int64))
         x[r, :len(s) - 1], y[r, :len(s) - 1] = s[:-1], s[1:]
+        if scored is not None:
+            y[r, :len(s) - 1][torch.from_numpy(np.asarray(scored[r][1:]) == 0)] = -100
     return x, y
+
+
+def records_scored(recs, rows):
+    """The 'scored' loss masks of these rows when the records set has that field (e.g. prepare/mqar.py:
+    loss on the queried values only), else None (every token is scored)."""
+    return [recs[int(i)]['scored'] for i in rows] if 'scored' in recs.fields else None
 
 
 def get_records_batch(recs, field, block_size, batch_size, seed, index):
     """batch_size random records (field `field`) -> padded (x, y); (seed, index) alone fixes the batch."""
     rng = np.random.Generator(np.random.PCG64([seed, index]))
     rows = rng.integers(0, len(recs), size=batch_size)
-    return records_xy([recs[int(i)][field] for i in rows], recs.pad_id, block_size)
+    return records_xy([recs[int(i)][field] for i in rows], recs.pad_id, block_size, records_scored(recs, rows))
 
 
 def iter_records_batches(recs, field, block_size, batch_size, max_batches=None):
@@ -683,8 +692,8 @@ def iter_records_batches(recs, field, block_size, batch_size, max_batches=None):
     for b, i in enumerate(range(0, len(recs), batch_size)):
         if max_batches and b >= max_batches:
             return
-        yield records_xy([recs[j][field] for j in range(i, min(i + batch_size, len(recs)))],
-                         recs.pad_id, block_size)
+        rows = range(i, min(i + batch_size, len(recs)))
+        yield records_xy([recs[j][field] for j in rows], recs.pad_id, block_size, records_scored(recs, rows))
 
 
 class NumericTokenizer:

@@ -4,7 +4,8 @@ loaders in data.py pad and mask), and the loss of a batch.
     lm        next-token prediction on token shards (+ algo_data: algorithmic records mixed in)
     seq2seq   source/target records: `src [SEP] tgt` in one sequence, or the encoder reads src
               (n_encoder_layer > 0); loss on target tokens only
-    records   one whole sequence per row (field 'seq'), padded by the loader
+    records   one whole sequence per row (field 'seq'), padded by the loader; a 'scored' field (0/1 per
+              token) limits the loss to the tokens marked 1 (prepare/mqar.py: the queried values)
     dpo       preference pairs (prompt, chosen, rejected) against a frozen reference
 
 The four dispatch functions below have one branch per objective; everything else of an objective
