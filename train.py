@@ -412,7 +412,10 @@ def main():
     check_settings(dict(cfg), world)
     ddp, rank, local_rank, world, dev = setup_distributed(cfg)
     try:
-        return train(cfg, ddp, rank, world, dev, rank == 0)
+        out = train(cfg, ddp, rank, world, dev, rank == 0)
+        if ddp:  # every rank done (rank 0 may still be sampling) before teardown: a gloo rank whose peer
+            torch.distributed.barrier()  # closed its sockets first can abort at exit
+        return out
     finally:
         if ddp:
             torch.distributed.destroy_process_group()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from numeric_common import find_sequence, load_model, model_label, split_list
-from analysis.common import pyplot, save_figure
+from analysis.study import pyplot, save_figure
 import configurator
 
 ckpts = ''                    # comma-separated checkpoints or run dirs

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.common import curve, fmt, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
+from analysis.study import curve, fmt, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
 from analysis.lr_sweep import (markdown, run_name, seed_summary, seeds_rows, sweep_seed_figure,  # noqa: E402
                                sweep_table, sweep_then_seeds)
 

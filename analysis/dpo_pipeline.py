@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.common import pyplot, read_metrics, run_script, train_run  # noqa: E402
+from analysis.study import pyplot, read_metrics, run_script, train_run  # noqa: E402
 
 sft = 'sft_quick'          # train.py config (problem name or path) of the SFT reference; DPO reuses its model flags
 sft_ckpt = ''              # an existing SFT run dir or .pt: skip SFT training

@@ -6,7 +6,7 @@
 import numpy as np
 
 from numeric_common import load_model, model_label, split_list
-from analysis.common import pyplot, save_figure
+from analysis.study import pyplot, save_figure
 import configurator
 
 ckpts = ''                    # comma-separated checkpoints or run dirs

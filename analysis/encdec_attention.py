@@ -16,7 +16,7 @@ import torch  # noqa: E402
 import configurator  # noqa: E402
 from configurator import UserError  # noqa: E402
 import data as datalib  # noqa: E402
-from analysis.common import pyplot  # noqa: E402
+from analysis.study import pyplot  # noqa: E402
 
 ckpt = ''                 # enc-dec checkpoint or run dir
 data = 'samsum'           # data set with seq2seq records

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from analysis.common import ROOT, curve, pyplot, run_script, train_run  # noqa: E402
+from analysis.study import ROOT, curve, pyplot, run_script, train_run  # noqa: E402
 import data as datalib  # noqa: E402
 import objectives  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402

@@ -6,7 +6,7 @@ import json
 import os
 
 from numeric_common import split_list
-from analysis.common import curve, pyplot, save_figure
+from analysis.study import curve, pyplot, save_figure
 import configurator
 from configurator import UserError
 

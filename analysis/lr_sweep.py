@@ -7,11 +7,11 @@ Phase 1 (sweep): every variant at every lr of `lrs`, seed seeds[0], sweep_iters 
 variant is the one with the lowest final validation loss (a tie goes to the lower lr; a run stopped by a
 non-finite loss counts as inf). Phase 2 (seeds): every variant at its best lr with every seed, max_iters
 steps. When sweep_iters == max_iters the seeds[0] run has the sweep run's arguments and train_run reuses it.
-`train(variant, lr, seed, iters)` returns a run dir (a study calls analysis.common.train_run in it).
+`train(variant, lr, seed, iters)` returns a run dir (a study calls analysis.study.train_run in it).
 """
 import math
 
-from analysis.common import UserError, curve, final, fmt, pyplot, save_figure
+from analysis.study import UserError, curve, final, fmt, pyplot, save_figure
 
 
 def run_name(variant, lr, seed, iters):

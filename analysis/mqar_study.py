@@ -8,7 +8,7 @@ pairs, several seeds per point, after a small learning-rate sweep per variant.
 Steps: prepare/mqar.py per number of pairs (data_root/mqar_kv<n>); the sweep: every variant at
 sweep_width and sweep_pairs, one seed, each of lrs; the best rate of each variant (lowest final
 validation loss, i.e. chosen on val, never on test) is then used for every point of the grid
-variants x widths x pairs x seeds. Each run is train.py in a subprocess (analysis/common.train_run,
+variants x widths x pairs x seeds. Each run is train.py in a subprocess (analysis/study.train_run,
 which reuses a finished run of the same arguments). Accuracy = teacher-forced argmax at the queried
 values of the test split, nothing else (mqar_accuracy), cached in each run dir.
 Writes figures_dir/accuracy_vs_width.png, figures_dir/results.md and results.json.
@@ -19,8 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# analysis.common, not `common`: the repository's own common.py (DDP, devices) has the same module name
-from analysis.common import ROOT, final, fmt, mean_std, run_script, train_run  # noqa: E402
+from analysis.study import ROOT, final, fmt, mean_std, run_script, train_run  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 

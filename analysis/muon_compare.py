@@ -14,9 +14,11 @@ Writes <out_dir>/results.md, results.json and `figure`.
 """
 import json
 import os
+import sys
 
-from common import ROOT, curve, fmt, mean_std, read_metrics, train_run  # analysis/common.py
-import configurator
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from analysis.study import ROOT, curve, fmt, mean_std, read_metrics, train_run  # noqa: E402
+import configurator  # noqa: E402
 
 base_config = 'config/quickstart.py'  # the model, data and schedule shape (WSD); the settings below override it
 data = 'stdlib'

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from numeric_common import load_model, model_label, numeric_meta, records_by_type, split_list
-from analysis.common import pyplot, save_figure
+from analysis.study import pyplot, save_figure
 import configurator
 import data as datalib
 

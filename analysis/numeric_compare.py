@@ -14,7 +14,7 @@ import time
 import torch
 
 from numeric_common import ROOT, load_model, model_label, numeric_meta
-from analysis.common import read_metrics, train_run
+from analysis.study import read_metrics, train_run
 import configurator
 from configurator import UserError
 import data as datalib

@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 import configurator  # noqa: E402
 from model import POS_EMBS, fixed_position_encoding, rope_cos_sin  # noqa: E402
-from analysis.common import pyplot  # noqa: E402
+from analysis.study import pyplot  # noqa: E402
 
 positions = 256
 dim = 128

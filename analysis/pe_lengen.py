@@ -33,7 +33,7 @@ import torch  # noqa: E402
 import configurator  # noqa: E402
 import data as datalib  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from common import fmt, mean_std, read_metrics, run_script, train_run  # noqa: E402
+from analysis.study import fmt, mean_std, read_metrics, run_script, train_run  # noqa: E402
 from model import POS_EMBS  # noqa: E402
 
 tasks = ['copy', 'reverse']

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from analysis.common import ROOT, pyplot, read_metrics, run_script, train_run  # noqa: E402
+from analysis.study import ROOT, pyplot, read_metrics, run_script, train_run  # noqa: E402
 import data as datalib  # noqa: E402
 from model import POS_EMBS  # noqa: E402
 

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.common import curve, pyplot, read_metrics  # noqa: E402
+from analysis.study import curve, pyplot, read_metrics  # noqa: E402
 
 run_dir = ''
 out = ''            # '' = <run_dir>/figures/wsd_branches.png

@@ -124,7 +124,7 @@ def test_prepare_wikitext_round_trip(tmp_path):
 def test_diffinput_quick_sweeps_then_seeds(tiny_data, tmp_path):
     """--quick: both models at 2 lrs (seed 1), then each one's best lr with 2 seeds; ppl per seed; figures."""
     sys.path.insert(0, ROOT)
-    from analysis.common import final, mean_std
+    from analysis.study import final, mean_std
     r = subprocess.run(['./launcher.sh', 'diffinput_quick', '--quick=True', '--lrs=[1e-4, 2e-3, 1e-2]', '--data=tiny',
                         f'--data_root={tiny_data}', f'--out_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
                        timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})

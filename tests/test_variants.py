@@ -283,7 +283,7 @@ def test_seed_summary_against_hand_made_curves():
 def test_variants_compare_quick_sweeps_then_seeds_and_reuses(tiny_data, tmp_path):
     """--quick: 2 lrs x 2 variants sweep at seed 1, then the best lr of each with 2 seeds (seed 1 of the best lr
     is the sweep's own run: same steps, same arguments); a re-run trains nothing."""
-    from analysis.common import curve, final
+    from analysis.study import curve, final
     cmd = ['./launcher.sh', 'variants_compare', '--quick=True', "--variants=['GPT', 'DiffNGPT']", '--lrs=[1e-4, 1e-2]',
            '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}']
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}

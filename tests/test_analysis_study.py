@@ -1,11 +1,11 @@
-"""analysis/common.py, the study scripts' run helper: a finished run of the same arguments is reused, other
+"""analysis/study.py, the study scripts' run helper: a finished run of the same arguments is reused, other
 arguments retrain it, train.py's own (versioned) naming is followed, a failing step is one clear error."""
 import math
 import os
 
 import pytest
 
-from analysis.common import curve, final, fmt, is_finished, mean_std, read_metrics, train_run
+from analysis.study import curve, final, fmt, is_finished, mean_std, read_metrics, train_run
 from configurator import UserError
 
 ARGS = ['--data=tiny', '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16', '--batch_size=2',

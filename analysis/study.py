@@ -2,10 +2,9 @@
 read its metrics, summarize seeds, draw figures without a display. A study script is then about its study only.
 
     sys.path.insert(0, ROOT)   # the repository root, then:
-    from analysis.common import ROOT, run_script, train_run, read_metrics, curve, mean_std
+    from analysis.study import ROOT, run_script, train_run, read_metrics, curve, mean_std
 
-(Imported as analysis.common, never as plain `common`: the top-level common.py, which train.py
-imports, has that name.)
+(Named study.py, not common.py: the top-level common.py is what train.py imports as `common`.)
 
 A run either goes to an explicit directory (out_dir/run_name), so a study knows where each run is
 before it starts and a finished run (train_end in metrics.jsonl, made by the same arguments) is reused,
