@@ -10,6 +10,7 @@ Everything is written to `<name>.tmp`, fsynced and renamed, so a reader never se
 A user-facing problem raises DataError: one line naming the file and the fix.
 """
 import base64
+import contextlib
 import json
 import os
 import re
@@ -458,17 +459,30 @@ def is_prepared(out_dir):
     return os.path.isfile(os.path.join(out_dir, 'meta.json'))
 
 
+@contextlib.contextmanager
+def building(out_dir):
+    """with building(out_dir) as tmp: write a whole data set into tmp (meta.json last). It replaces out_dir
+    only when the block completes; an error or interrupt removes tmp, so no half data set is ever seen, and
+    leftovers of an earlier interrupted run are cleared first."""
+    tmp = os.path.normpath(out_dir) + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        shutil.rmtree(out_dir, ignore_errors=True)  # --force: the complete new set replaces the old one
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_lm_dataset(out_dir, splits, tokenizer, meta_extra=None, shard_tokens=10_000_000, batch_docs=256):
     """Tokenize documents into `out_dir` with <|endoftext|> after each document.
 
     splits: {split: iterable of str}. Works in `out_dir.tmp` and renames it to out_dir at the end,
     so an interrupted run leaves no half data set (the next run starts over). Returns meta."""
     from tqdm import tqdm
-    tmp = os.path.normpath(out_dir) + '.tmp'
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)  # leftovers of an interrupted run
-    os.makedirs(tmp)
-    try:
+    with building(out_dir) as tmp:
         vocab = tokenizer.vocab_size
         counts = {}
         for split, docs in splits.items():
@@ -516,12 +530,6 @@ def write_lm_dataset(out_dir, splits, tokenizer, meta_extra=None, shard_tokens=1
         if tokenizer.spec['kind'] == 'bpe':
             save_ranks_file(tokenizer.spec, os.path.join(tmp, 'tokenizer.bpe'))
         write_meta(tmp, meta)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)  # --force: the complete new set replaces the old one
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 

@@ -20,8 +20,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from analysis.study import curve, fmt, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
-from analysis.lr_sweep import (markdown, run_name, seed_summary, seeds_rows, sweep_seed_figure,  # noqa: E402
-                               sweep_table, sweep_then_seeds)
+from analysis.lr_sweep import (check_sweep, markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
+                               sweep_seed_figure, sweep_table, sweep_then_seeds)
 
 data = 'stdlib'
 data_root = 'data'
@@ -71,15 +71,11 @@ def main():
     global n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters, warmup_iters, eval_interval
     global eval_iters, ppl_stride, ppl_max_tokens, lrs, seeds, out_dir
     cfg = configurator.configure(globals())
-    if not lrs or not seeds or min(lrs) <= 0:
-        raise configurator.UserError(f"lrs={lrs} and seeds={seeds} need at least one value each (lrs > 0), "
-                                     f"e.g. --lrs=[1e-3,3e-3] --seeds=[1,2,3]")
-    if sweep_iters < 1 or max_iters < 1:
-        raise configurator.UserError(f"sweep_iters={sweep_iters}, max_iters={max_iters}: both must be >= 1")
+    check_sweep(lrs, seeds, sweep_iters, max_iters)
     if quick:
         n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters = 1, 2, 16, 32, 4, 6, 6
         warmup_iters, eval_interval, eval_iters, ppl_stride, ppl_max_tokens = 2, 2, 1, 16, 200
-        lrs, seeds = sorted({min(lrs), max(lrs)}), seeds[:2]
+        lrs, seeds = quick_sweep(lrs, seeds)
         out_dir = os.path.join(out_dir, 'quick')
     lrs, seeds = [float(x) for x in lrs], list(seeds)
     cfg.update({k: globals()[k] for k in cfg})

@@ -18,6 +18,20 @@ def run_name(variant, lr, seed, iters):
     return f'{variant}_lr{lr:g}_s{seed}_{iters}it'
 
 
+def check_sweep(lrs, seeds, sweep_iters, max_iters):
+    """The sweep's settings, checked before anything runs (one line, exit 2 through UserError)."""
+    if not lrs or not seeds or min(lrs) <= 0:
+        raise UserError(f"lrs={lrs} and seeds={seeds} need at least one value each (lrs > 0), "
+                        f"e.g. --lrs=[1e-3,3e-3] --seeds=[1,2,3]")
+    if sweep_iters < 1 or max_iters < 1:
+        raise UserError(f"sweep_iters={sweep_iters}, max_iters={max_iters}: both must be >= 1")
+
+
+def quick_sweep(lrs, seeds):
+    """--quick: only the lowest and the highest lr and the first two seeds."""
+    return sorted({min(lrs), max(lrs)}), seeds[:2]
+
+
 def best_lr(sweep):
     """{lr: final val loss} -> the lr with the lowest loss; ties go to the lower lr; non-finite losses never win."""
     finite = [lr for lr in sorted(sweep) if math.isfinite(sweep[lr])]

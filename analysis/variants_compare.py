@@ -26,8 +26,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from analysis.study import ROOT, curve, is_finished, read_metrics, train_run  # noqa: E402
-from analysis.lr_sweep import (markdown, run_name, seed_summary, seeds_rows, sweep_seed_figure,  # noqa: E402
-                               sweep_table, sweep_then_seeds)
+from analysis.lr_sweep import (check_sweep, markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
+                               sweep_seed_figure, sweep_table, sweep_then_seeds)
 
 data = 'stdlib'
 data_root = 'data'
@@ -106,15 +106,11 @@ def main():
     if n_head % 2:
         raise configurator.UserError(f"n_head={n_head} is odd: the differential variants use n_head // 2 heads of two "
                                      f"halves each; pick an even n_head")
-    if not lrs or not seeds or min(lrs) <= 0:
-        raise configurator.UserError(f"lrs={lrs} and seeds={seeds} need at least one value each (lrs > 0), "
-                                     f"e.g. --lrs=[1e-3,3e-3] --seeds=[1,2,3]")
-    if sweep_iters < 1 or max_iters < 1:
-        raise configurator.UserError(f"sweep_iters={sweep_iters}, max_iters={max_iters}: both must be >= 1")
+    check_sweep(lrs, seeds, sweep_iters, max_iters)
     if quick:
         n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters = 1, 2, 16, 32, 4, 6, 6
         eval_interval, eval_iters = 2, 1
-        lrs, seeds = sorted({min(lrs), max(lrs)}), seeds[:2]
+        lrs, seeds = quick_sweep(lrs, seeds)
         out_dir = os.path.join(out_dir, 'quick')
         figure = os.path.join(out_dir, 'sweep_and_seeds.png')
     cfg.update(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, batch_size=batch_size,

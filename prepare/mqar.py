@@ -20,7 +20,6 @@ Tokens: data.NumericTokenizer(n_keys + n_vals) (numbers are their own ids, then 
 """
 import os
 import shlex
-import shutil
 import sys
 import time
 
@@ -79,10 +78,7 @@ def check(cfg):
 def write(out, records, cfg):
     """Write the records sets through data.write_records in out.tmp, meta.json last, then rename."""
     tok = data.NumericTokenizer(cfg['n_keys'] + cfg['n_vals'])
-    tmp = os.path.normpath(out) + '.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with data.building(out) as tmp:
         splits = {}
         for s, recs in records.items():
             data.write_records(os.path.join(tmp, f'{s}.bin'), recs, ['seq', 'scored'], tok.vocab_size)
@@ -95,11 +91,6 @@ def write(out, records, cfg):
                 'made_by': shlex.join([os.path.basename(sys.executable)] + sys.argv),
                 'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'config': cfg}
         data.write_meta(tmp, meta)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 

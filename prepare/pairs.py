@@ -18,7 +18,6 @@ Writes <out_dir>/{train,val,test}_pairs.{bin,idx,json} (data.write_records) and 
 """
 import os
 import re
-import shutil
 import sys
 import time
 import zlib
@@ -160,10 +159,7 @@ def build_pairs(lm_dir, pairs_dir, **overrides):
             k += 1
     pool = np.concatenate(docs) if docs else np.zeros(0, np.int64)
     rng = np.random.Generator(np.random.PCG64([cfg['seed'], CORRUPTIONS.index(cfg['corruption'])]))
-    tmp = os.path.normpath(pairs_dir) + '.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with datalib.building(pairs_dir) as tmp:
         counts = {}
         for split in ('train', 'val', 'test'):
             u = units[split]
@@ -198,12 +194,6 @@ def build_pairs(lm_dir, pairs_dir, **overrides):
                    made_by=' '.join([os.path.basename(sys.executable)] + sys.argv),
                    created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
         datalib.write_meta(tmp, out)
-        if os.path.exists(pairs_dir):
-            shutil.rmtree(pairs_dir)
-        os.replace(tmp, pairs_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
