@@ -38,3 +38,27 @@ def test_train_run_follows_train_py_naming_and_fails_in_one_error(tiny_data, tmp
 def test_mean_std_and_fmt():
     assert mean_std([1, 2, 3]) == (2.0, 1.0) and mean_std([5]) == (5.0, 0.0)
     assert fmt([0.5, 1.5]) == '1.000 ± 0.707'
+
+
+def test_in_parallel_keeps_order_runs_side_by_side_and_raises():
+    import threading
+    import time
+    from analysis.study import in_parallel
+    live, peak, lock = [0], [0], threading.Lock()
+
+    def work(x):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.05 * max(3 - x, 0))  # later items finish first: the result order must not follow
+        with lock:
+            live[0] -= 1
+        if x == 99:
+            raise UserError('bad item 99')
+        return x * x
+    assert in_parallel(work, [0, 1, 2], jobs=2) == [0, 1, 4]
+    assert peak[0] == 2
+    peak[0] = 0
+    assert in_parallel(work, [0, 1, 2], jobs=1) == [0, 1, 4] and peak[0] == 1
+    with pytest.raises(UserError, match='bad item 99'):
+        in_parallel(work, [0, 99], jobs=2)
