@@ -11,20 +11,22 @@ steps. When sweep_iters == max_iters the seeds[0] run has the sweep run's argume
 """
 import math
 
-from analysis.study import UserError, curve, final, fmt, pyplot, save_figure
+from analysis.study import UserError, curve, final, fmt, in_parallel, pyplot, save_figure
 
 
 def run_name(variant, lr, seed, iters):
     return f'{variant}_lr{lr:g}_s{seed}_{iters}it'
 
 
-def check_sweep(lrs, seeds, sweep_iters, max_iters):
+def check_sweep(lrs, seeds, sweep_iters, max_iters, jobs=1):
     """The sweep's settings, checked before anything runs (one line, exit 2 through UserError)."""
     if not lrs or not seeds or min(lrs) <= 0:
         raise UserError(f"lrs={lrs} and seeds={seeds} need at least one value each (lrs > 0), "
                         f"e.g. --lrs=[1e-3,3e-3] --seeds=[1,2,3]")
     if sweep_iters < 1 or max_iters < 1:
         raise UserError(f"sweep_iters={sweep_iters}, max_iters={max_iters}: both must be >= 1")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"jobs={jobs!r}: the number of trainings side by side must be an integer >= 1, e.g. --jobs=2")
 
 
 def quick_sweep(lrs, seeds):
@@ -41,23 +43,27 @@ def best_lr(sweep):
     return min(finite, key=lambda lr: sweep[lr])  # min keeps the first (lowest lr) of equal losses
 
 
-def sweep_then_seeds(variants, lrs, seeds, sweep_iters, max_iters, train):
-    """-> sweep {variant: {lr: final val loss}}, best {variant: lr}, runs {variant: [run dir per seed]}."""
-    sweep = {}
+def sweep_then_seeds(variants, lrs, seeds, sweep_iters, max_iters, train, jobs=1):
+    """-> sweep {variant: {lr: final val loss}}, best {variant: lr}, runs {variant: [run dir per seed]}.
+    jobs > 1 trains that many runs side by side (analysis.study.in_parallel)."""
+    def sweep_run(v_lr):
+        v, lr = v_lr
+        try:
+            return final(train(v, lr, seeds[0], sweep_iters))
+        except UserError as e:
+            if 'non-finite' not in str(e):
+                raise
+            print(f"== {v} lr {lr:g}: stopped by a non-finite loss; counted as inf in the sweep", flush=True)
+            return math.inf
+    pairs = [(v, lr) for v in variants for lr in lrs]
+    losses = dict(zip(pairs, in_parallel(sweep_run, pairs, jobs)))
+    sweep = {v: {lr: losses[v, lr] for lr in lrs} for v in variants}
     for v in variants:
-        sweep[v] = {}
-        for lr in lrs:
-            try:
-                sweep[v][lr] = final(train(v, lr, seeds[0], sweep_iters))
-            except UserError as e:
-                if 'non-finite' not in str(e):
-                    raise
-                print(f"== {v} lr {lr:g}: stopped by a non-finite loss; counted as inf in the sweep", flush=True)
-                sweep[v][lr] = math.inf
         print(f"== sweep {v}: " + ', '.join(f'lr {lr:g} -> {x:.4f}' for lr, x in sweep[v].items()), flush=True)
     best = {v: best_lr(sweep[v]) for v in variants}
-    runs = {v: [train(v, best[v], s, max_iters) for s in seeds] for v in variants}
-    return sweep, best, runs
+    todo = [(v, s) for v in variants for s in seeds]
+    dirs = dict(zip(todo, in_parallel(lambda vs: train(vs[0], best[vs[0]], vs[1], max_iters), todo, jobs)))
+    return sweep, best, {v: [dirs[v, s] for s in seeds] for v in variants}
 
 
 def steps_to_reach(evals, target):
@@ -103,8 +109,11 @@ def sweep_table(sweep, best, sweep_iters, seed):
             cell = '-' if x is None else ('diverged' if not math.isfinite(x) else f'{x:.4f}')
             row[f'lr {lr:g}'] = f'**{cell}**' if lr == best[v] else cell
         rows.append(row)
+    edge = [v for v, s in sweep.items() if len(s) > 1 and best[v] in (min(s), max(s))]
+    note = (f"\nBest lr at the edge of the grid for {', '.join(edge)}: a wider sweep might find a better rate.\n"
+            if edge else '')
     return (f'Learning-rate sweep: final validation loss after {sweep_iters} steps, seed {seed} (best in bold)\n\n'
-            + markdown(rows))
+            + markdown(rows) + note)
 
 
 def seeds_rows(summary, best, base, target, n_seeds):

@@ -315,11 +315,14 @@ def test_variants_compare_quick_sweeps_then_seeds_and_reuses(tiny_data, tmp_path
     md = open(out / 'results.md').read()
     assert 'n=2' in md and 'after 6 steps, seed 1' in md and md.count('| GPT |') == 2
     assert (out / 'sweep_and_seeds.png').stat().st_size > 5000
-    r2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    # the first run trained two at a time (jobs=2, the default); one at a time finds the same runs
+    r2 = subprocess.run(cmd + ['--jobs=1'], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert r2.returncode == 0 and '== training' not in r2.stdout and r2.stdout.count(': reusing ') == 8
     assert json.load(open(out / 'results.json'))['summary'] == res['summary']
     bad = subprocess.run(cmd + ['--lrs=[]'], cwd=ROOT, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and 'lrs' in bad.stderr
+    bad = subprocess.run(cmd + ['--jobs=0'], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and 'jobs=0' in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_variants_compare_a_diverged_lr_loses_the_sweep(tiny_data, tmp_path):
