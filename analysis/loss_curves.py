@@ -1,4 +1,5 @@
-"""Training and validation loss of several runs in one figure (from each run dir's metrics.jsonl).
+"""Training and validation loss of several runs in one figure (from each run dir's metrics.jsonl);
+plot_loss_bands draws groups of seeds instead (mean and min-max band per group).
 
     python analysis/loss_curves.py --runs=out/numeric_softmax_s1337,out/numeric_linear_s1337 --out=loss.png
 """
@@ -7,6 +8,7 @@ import os
 
 from numeric_common import split_list
 from analysis.study import curve, pyplot, save_figure
+from analysis.lr_sweep import mean_band
 import configurator
 from configurator import UserError
 
@@ -43,6 +45,29 @@ def plot_loss_curves(run_dirs, out_path):
     ax.set_title('Training (solid) and validation (dashed) loss')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, out_path, 110)
+
+
+def plot_loss_bands(groups, out_path):
+    """{label: [run dirs of its seeds]} -> train (left) and validation (right) loss against step: the mean over
+    the seeds as a line, the min-max over the seeds as a band (at the steps every seed logged)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    for i, (label, dirs) in enumerate(groups.items()):
+        for ax, (key, event) in zip(axes, (('loss', 'train'), ('val_loss', 'evaluate'))):
+            curves = [curve(d, key, event) for d in dirs]
+            if not all(curves):
+                continue
+            steps, mean, lo, hi = mean_band(curves)
+            ax.plot(steps, mean, color=f'C{i}', marker='o', markersize=3, label=f'{label} (mean of {len(dirs)} seeds)')
+            ax.fill_between(steps, lo, hi, color=f'C{i}', alpha=0.25, lw=0, label=f'{label} min-max over seeds')
+    for ax, what in zip(axes, ('training loss (batch at each log step)', 'validation loss')):
+        ax.set(xlabel='optimizer step', title=what)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel('loss (nats/token)')
+    fig.suptitle('Loss against step: mean over seeds, band = min-max over seeds')
     fig.tight_layout()
     return save_figure(fig, out_path, 110)
 

@@ -190,18 +190,83 @@ def test_analysis_scripts_write_pngs(two_runs, numeric_root, tmp_path, monkeypat
     assert not os.path.exists(tmp_path / 'x.png')
 
 
+def table_rows(summary):
+    """The data rows of the summary's main table, split into cells."""
+    return [[c.strip() for c in l.strip('|').split('|')] for l in summary.splitlines()
+            if l.startswith('| test')]
+
+
 def test_numeric_compare_from_two_checkpoints(two_runs, numeric_root, tmp_path, monkeypatch):
     import numeric_compare
     res = tmp_path / 'cmp'
     monkeypatch.setattr(sys, 'argv', ['numeric_compare.py', f"--softmax_ckpt={two_runs['softmax']}",
                                       f"--linear_ckpt={two_runs['linear']}", f'--data_root={numeric_root}',
                                       f'--results_dir={res}', '--attention_types=counting', '--attention_length=8',
-                                      '--neuron_sequences=5'])
+                                      '--neuron_sequences=5', f'--out_dir={tmp_path}/runs'])
     monkeypatch.chdir(ROOT)
     numeric_compare.main()
     summary = (res / 'summary.md').read_text()
     assert '| test_long |' in summary and 'softmax next_acc' in summary and 'linear exact' in summary
     assert sorted(os.listdir(res / 'figures')) == ['attention_counting.png', 'embedding_pca.png',
                                                    'loss_curves.png', 'neuron_selectivity.png']
-    rows = json.load(open(res / 'eval_numeric.json'))['rows']
-    assert rows['linear'][-1]['sequences'] == SMALL['n_test_long']
+    assert not os.path.exists(tmp_path / 'runs')  # two given models: nothing trained
+    ev = json.load(open(res / 'eval_numeric.json'))
+    assert ev['seeds'] == {'softmax': [None], 'linear': [None]}
+    one = ev['per_seed']['linear'][0]['rows']
+    assert one[-1]['sequences'] == SMALL['n_test_long']
+    # one model per kind: the mean is that model's number, the std 0
+    assert [r['next_acc'] for r in ev['mean_std']['linear']] == [r['next_acc'] for r in one]
+    assert all(r['next_acc_std'] == 0 for r in ev['mean_std']['linear'])
+
+
+def run_compare(args):
+    return subprocess.run([sys.executable, 'analysis/numeric_compare.py', 'config/numeric_compare.py', *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+def test_numeric_compare_quick_seeds_mean_std_and_reuse(numeric_root, tmp_path):
+    """--quick=True end to end: 2 models x 2 seeds trained (2 side by side), the table is mean ± std over the
+    seeds of the per-seed numbers in the json, and a second invocation reuses all four runs."""
+    from analysis.study import fmt
+    args = ['--quick=True', f'--data_root={numeric_root}', f'--out_dir={tmp_path}/runs',
+            f'--results_dir={tmp_path}/res', '--attention_types=alternating', '--attention_length=8']
+    r = run_compare(args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = {(k, s): tmp_path / 'runs' / 'quick' / f'numeric_{k}_s{s}' for k in ('softmax', 'linear') for s in (1, 2)}
+    for (k, s), d in runs.items():
+        cfg = json.load(open(d / 'config.json'))
+        assert cfg['attn'] == k and cfg['seed'] == s
+    res = tmp_path / 'res' / 'quick'
+    ev = json.load(open(res / 'eval_numeric.json'))
+    assert ev['seeds'] == {'softmax': [1, 2], 'linear': [1, 2]}
+    summary = (res / 'summary.md').read_text()
+    rows = table_rows(summary)
+    assert len(rows) == 2 * (len(gen.TYPES) + 1)  # (5 types + all) x (test, test_long)
+    for i, cells in enumerate(rows):
+        assert len(cells) == 3 + 2 * 3 and all('±' in c for c in cells[3:])  # a ± cell per model and metric
+        for j, (k, m) in enumerate((k, m) for k in ('softmax', 'linear') for m in ('next_acc', 'exact', 'loss')):
+            per_seed = [e['rows'][i][m] for e in ev['per_seed'][k]]
+            assert cells[3 + j] == fmt(per_seed)  # the cell is mean ± std of the json's per-seed numbers
+    # different seeds are different models: their losses differ, so the std of the loss is not 0
+    losses = [e['rows'][-1]['loss'] for e in ev['per_seed']['softmax']]
+    assert losses[0] != losses[1] and ev['mean_std']['softmax'][-1]['loss_std'] > 0
+    assert 'seed band' in summary or 'min-max band' in summary
+    for f in ('loss_curves.png', 'attention_alternating.png', 'embedding_pca.png', 'neuron_selectivity.png'):
+        assert (res / 'figures' / f).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+    mtimes = {d: os.path.getmtime(d / 'metrics.jsonl') for d in runs.values()}
+    r2 = run_compare(args)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert r2.stdout.count(': reusing ') == 4 and '== training' not in r2.stdout
+    assert {d: os.path.getmtime(d / 'metrics.jsonl') for d in runs.values()} == mtimes
+    assert json.load(open(res / 'eval_numeric.json'))['mean_std'] == ev['mean_std']  # same models, same numbers
+
+
+@pytest.mark.parametrize('bad', ['[]', '[1,1]', "[1,'a']"])
+def test_numeric_compare_bad_seeds_exit_2_write_nothing(numeric_root, tmp_path, bad):
+    r = run_compare([f'--seeds={bad}', f'--data_root={numeric_root}', f'--out_dir={tmp_path}/runs',
+                     f'--results_dir={tmp_path}/res'])
+    assert r.returncode == 2 and r.stdout == ''
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and '--seeds' in err[0] and ('[1, 2]' in err[0] or '[1,2,3]' in err[0])
+    assert os.listdir(tmp_path) == []
