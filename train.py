@@ -185,14 +185,25 @@ def batch_geometry(cfg, world):
 def ensure_data(cfg, master, ddp):
     """auto_prepare: run prepare/<data>.py when the data set is missing (the first side effect of a run)."""
     data_dir = os.path.join(cfg['data_root'], cfg['data'])
-    if cfg['auto_prepare'] and not os.path.exists(os.path.join(data_dir, 'meta.json')) and master:
+    meta = os.path.join(data_dir, 'meta.json')
+    if cfg['auto_prepare'] and not os.path.exists(meta) and master:
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare', f"{cfg['data']}.py")
         if not os.path.exists(script):
             raise UserError(f"auto_prepare: no prepare/{cfg['data']}.py to make data set '{cfg['data']}'")
-        print(f"data set {data_dir} missing: running prepare/{cfg['data']}.py", flush=True)
-        r = subprocess.run([sys.executable, script, f'--out_dir={data_dir}'])
-        if r.returncode != 0:
-            raise UserError(f"prepare/{cfg['data']}.py failed with exit code {r.returncode}")
+        import fcntl
+        os.makedirs(cfg['data_root'], exist_ok=True)
+        with open(data_dir + '.lock', 'w') as lock:
+            # runs started side by side (a study's seeds) prepare the set once: the others wait here, then find it
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(meta):
+                print(f"data set {data_dir} missing: running prepare/{cfg['data']}.py", flush=True)
+                r = subprocess.run([sys.executable, script, f'--out_dir={data_dir}'])
+                if r.returncode != 0:
+                    raise UserError(f"prepare/{cfg['data']}.py failed with exit code {r.returncode}")
+        try:
+            os.remove(data_dir + '.lock')  # a late run re-checks meta.json under a fresh lock file, so this is safe
+        except OSError:
+            pass
     if ddp:
         torch.distributed.barrier()
     return data_dir

@@ -21,7 +21,7 @@ import time
 import torch
 
 from numeric_common import ROOT, load_model, model_label, numeric_meta
-from analysis.study import fmt, in_parallel, mean_std, read_metrics, run_script, train_run
+from analysis.study import fmt, in_parallel, mean_std, read_metrics, train_run
 import configurator
 from configurator import UserError
 import data as datalib
@@ -143,9 +143,6 @@ def main():
             load_model(path)  # a bad checkpoint fails here, before minutes of training the other model
     # seeds outermost: softmax and linear of one seed train side by side (about the same time each)
     todo = [(kind, s) for s in seeds for kind in KINDS if not given[kind]]
-    if todo and not os.path.exists(os.path.join(data_dir, 'meta.json')):
-        # made once here: trainings side by side would each auto_prepare it into the same temporary folder
-        run_script([f'prepare/{data}.py', f'--out_dir={data_dir}'], echo=('',))
     trained = dict(zip(todo, in_parallel(lambda ks: train(*ks), todo, jobs)))
     paths = {kind: [given[kind]] if given[kind] else [trained[(kind, s)] for s in seeds] for kind in KINDS}
     model_seeds = {kind: [None] if given[kind] else list(seeds) for kind in KINDS}

@@ -164,3 +164,19 @@ def test_quickstart_config_runs_and_samples(tiny_data, tmp_path):
                         '--max_new_tokens=5'], cwd=ROOT, capture_output=True, text=True, input='import os',
                        timeout=600)
     assert s.returncode == 0 and s.stdout.startswith('import os'), s.stderr
+
+
+def test_runs_started_together_prepare_missing_data_once(tmp_path):
+    """Two runs (a study's seeds side by side) that both find their data set missing: one prepares it, the
+    other waits for it instead of building into the same temporary folder; no lock or .tmp is left."""
+    root = tmp_path / 'data'
+    cmd = [sys.executable, 'train.py', 'config/numeric_softmax.py', f'--data_root={root}', '--max_iters=2',
+           '--n_layer=1', '--n_embd=16', '--n_head=2', '--batch_size=4', '--eval_interval=2', '--eval_iters=1',
+           '--warmup_iters=1', '--log_interval=1', '--sample_tokens=0']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    ps = [subprocess.Popen(cmd + [f'--seed={s}', f'--out_dir={tmp_path / "out"}'], cwd=ROOT, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for s in (1, 2)]
+    outs = [p.communicate(timeout=600)[0] for p in ps]
+    assert [p.returncode for p in ps] == [0, 0], '\n'.join(o[-1500:] for o in outs)
+    assert sum(o.count('running prepare/numeric.py') for o in outs) == 1
+    assert sorted(os.listdir(root)) == ['numeric']
