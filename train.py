@@ -8,6 +8,7 @@
 Data order is a pure function of (seed, step, micro step, rank), so resume is exact and DDP on W
 ranks equals one process with W times the accumulation.
 """
+import gc
 import json
 import math
 import os
@@ -431,6 +432,9 @@ def main():
     ddp, rank, local_rank, world, dev = setup_distributed(cfg)
     try:
         out = train(cfg, ddp, rank, world, dev, rank == 0)
+        # fsdp: the sharded model's hooks form reference cycles that keep it (and gloo work objects with tensors)
+        # alive until interpreter teardown, where freeing them can abort the process: free them now
+        gc.collect()
         if ddp:  # every rank done (rank 0 may still be sampling) before teardown: a gloo rank whose peer
             torch.distributed.barrier()  # closed its sockets first can abort at exit
         return out
