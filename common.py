@@ -1,6 +1,7 @@
 """Device and process plumbing shared by train.py and bench.py: DDP setup, FSDP2 sharding (parallel='fsdp'),
 host-to-device copies, peak FLOPs for MFU, stop signals (preemption) and the error that ends a run.
 """
+import copy
 import os
 import signal
 from datetime import timedelta
@@ -51,8 +52,11 @@ def full_state(obj, seen=None):
             t = obj.detach()
             seen[id(obj)] = t.full_tensor().cpu() if isinstance(t, DTensor) else t
         return seen[id(obj)]
-    if isinstance(obj, dict):
-        return {k: full_state(v, seen) for k, v in obj.items()}
+    if isinstance(obj, dict):  # (a copy keeps the type: a model's state dict is an OrderedDict with _metadata)
+        out = copy.copy(obj)
+        for k, v in obj.items():
+            out[k] = full_state(v, seen)
+        return out
     if isinstance(obj, list):
         return [full_state(v, seen) for v in obj]
     return obj

@@ -62,7 +62,7 @@ def assert_close(wa, wb):
 
 
 def test_fsdp_equals_one_process_resumes_exactly_and_writes_the_same_checkpoint(tiny_data, tmp_path):
-    common = [f'--data_root={tiny_data}', '--data=tiny', '--max_iters=6', '--eval_interval=6', '--dropout=0.1']
+    common = [f'--data_root={tiny_data}', '--data=tiny', '--max_iters=6', '--eval_interval=6']
     train(tmp_path / 'single', common)
     train(tmp_path / 'fsdp', common + ['--parallel=fsdp'], ranks=2)
     ls, lf = losses(tmp_path / 'single'), losses(tmp_path / 'fsdp')
