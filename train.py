@@ -133,8 +133,9 @@ HF_INITS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 
 def check_settings(cfg, world=1):
     choices = {'objective': OBJECTIVES, 'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
-               'optimizer': ('adamw', 'muon'), 'parallel': ('ddp', 'fsdp'),
-               'lr_schedule': ('cosine', 'wsd', 'constant'), 'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
+               'optimizer': ('adamw', 'muon'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
+               'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16'),
+               'parallel': ('ddp', 'fsdp')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
             raise UserError(f"unknown {k} '{cfg[k]}'; valid values: {', '.join(valid)}")
@@ -363,7 +364,8 @@ def evaluate(r):
 
 def checkpoint(r, step):
     if r.fsdp:  # every rank gathers the whole tensors (collectives); rank 0 writes the same checkpoint as without
-        model_state, opt_state = full_state(r.raw_model.state_dict(keep_vars=True)), full_state(r.optimizer.state_dict())
+        model_state = full_state(r.raw_model.state_dict(keep_vars=True))  # (keep_vars: a tied weight stays one)
+        opt_state = full_state(r.optimizer.state_dict())
     elif r.master:
         model_state, opt_state = r.raw_model.state_dict(), r.optimizer.state_dict()
     if not r.master:
