@@ -31,14 +31,18 @@ def setup_distributed(cfg):
 # that block runs forward or backward; gradients are reduce-scattered back to the shards. The optimizer then
 # steps on the shards only. Checkpoints hold whole tensors, exactly as without FSDP.
 
-def fsdp_shard(model):
-    """Shard `model` in place across the process group: each transformer block is its own unit (so only one
-    block's weights are whole at a time), then the root takes the rest (embeddings, final norm, head: a
-    tied head shares wte's shard)."""
+def fsdp_shard(model, device_type):
+    """Shard `model` (on the CPU) in place across the process group: each transformer block is its own unit
+    (so only one block's weights are whole at a time), then the root takes the rest (embeddings, final norm,
+    head: a tied head shares wte's shard). fully_shard moves each unit to the device as it shards it, so the
+    whole model never sits on one GPU. The mesh is explicit: torch's default is the CUDA mesh whenever a GPU
+    exists, even for a gloo run with device='cpu'."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh(device_type, (torch.distributed.get_world_size(),))
     for block in list(getattr(model, 'enc', [])) + list(model.h):
-        fully_shard(block)
-    fully_shard(model)
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 def full_state(obj, seen=None):

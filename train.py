@@ -228,11 +228,12 @@ def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp
         notes = init_weights_from(model, cfg['init_from'])
     for line in notes if master and cfg['init_from'] not in ('scratch', 'resume') else []:
         print(line)
-    model.to(dev)
     if ckpt is not None:
         model.load_state_dict(ckpt['model'])
-    if fsdp:  # the optimizer must hold the shards (DTensors) that fully_shard puts in place of the parameters
-        fsdp_shard(model)
+    if fsdp:  # before the optimizer, which must hold the shards (DTensors) fully_shard puts in place of the weights
+        fsdp_shard(model, device_type)  # (also moves them to the device)
+    else:
+        model.to(dev)
     optimizer = build_optimizer(model, cfg, device_type)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt['optimizer'])
