@@ -1,6 +1,7 @@
-"""Device and process plumbing shared by train.py and bench.py: DDP setup, host-to-device copies,
-peak FLOPs for MFU, stop signals (preemption) and the error that ends a run.
+"""Device and process plumbing shared by train.py and bench.py: DDP setup, FSDP2 sharding (parallel='fsdp'),
+host-to-device copies, peak FLOPs for MFU, stop signals (preemption) and the error that ends a run.
 """
+import copy
 import os
 import signal
 from datetime import timedelta
@@ -22,6 +23,58 @@ def setup_distributed(cfg):
     if use_cuda:
         torch.cuda.set_device(local_rank)
     return True, rank, local_rank, world, (f'cuda:{local_rank}' if use_cuda else 'cpu')
+
+
+# ----------------------------------------------------------------------------- parallel='fsdp' (FSDP2)
+# DDP keeps a whole copy of the weights, gradients and optimizer state on every rank. FSDP2 (torch's
+# fully_shard) keeps 1/W of each (dim-0 shards, as DTensors) and all-gathers one block's weights just before
+# that block runs forward or backward; gradients are reduce-scattered back to the shards. The optimizer then
+# steps on the shards only. Checkpoints hold whole tensors, exactly as without FSDP.
+
+def fsdp_shard(model, device_type):
+    """Shard `model` (on the CPU) in place across the process group: each transformer block is its own unit
+    (so only one block's weights are whole at a time), then the root takes the rest (embeddings, final norm,
+    head: a tied head shares wte's shard). fully_shard moves each unit to the device as it shards it, so the
+    whole model never sits on one GPU. The mesh is explicit: torch's default is the CUDA mesh whenever a GPU
+    exists, even for a gloo run with device='cpu'."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh(device_type, (torch.distributed.get_world_size(),))
+    for block in list(getattr(model, 'enc', [])) + list(model.h):
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def full_state(obj, seen=None):
+    """A state dict (model: state_dict(keep_vars=True); optimizer: state_dict()) with every DTensor shard
+    replaced by the whole tensor on the CPU. A collective: every rank calls it, in the same order. A
+    tensor that appears twice (tied embeddings) stays one tensor, as in a plain state dict."""
+    from torch.distributed.tensor import DTensor
+    seen = {} if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        if id(obj) not in seen:
+            t = obj.detach()
+            seen[id(obj)] = t.full_tensor().cpu() if isinstance(t, DTensor) else t
+        return seen[id(obj)]
+    if isinstance(obj, dict):  # (a copy keeps the type: a model's state dict is an OrderedDict with _metadata)
+        out = copy.copy(obj)
+        for k, v in obj.items():
+            out[k] = full_state(v, seen)
+        return out
+    if isinstance(obj, list):
+        return [full_state(v, seen) for v in obj]
+    return obj
+
+
+def shard_optimizer_state(optimizer):
+    """After optimizer.load_state_dict(whole tensors from a checkpoint): cut each state tensor (AdamW's
+    moments, Muon's momentum) like its parameter's shard. Every rank has read the whole checkpoint, so each
+    takes its own piece without communication (src_data_rank=None)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            if isinstance(p, DTensor) and torch.is_tensor(v) and not isinstance(v, DTensor) and v.shape == p.shape:
+                st[k] = distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
 
 
 def to_device(b, dev, device_type):

@@ -5,6 +5,7 @@
 # The problem's config file is run by train.py, or by the script its "# script: <path>" line names.
 # Several visible GPUs: torchrun --nproc_per_node=<GPUs>. Multi-node: set NNODES, NODE_RANK,
 # MASTER_ADDR and MASTER_PORT on every node (the usual torchrun variables) and run the same command.
+# A model too large for DDP: add --parallel=fsdp (sharded weights, gradients and optimizer state; docs/usage.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}

@@ -11,6 +11,7 @@ from configurator import UserError
 RUNTIME_KEYS = {'init_from', 'device', 'compile', 'log_tensorboard', 'wandb_log', 'sample_tokens', 'sample_prompt',
                 'eval_iters', 'log_interval', 'auto_prepare', 'log_figures', 'ddp_timeout_s', 'data_root', 'out_dir',
                 'max_iters', 'max_tokens', 'wandb_project', 'stop_after',
+                'parallel',  # ddp and fsdp checkpoints are the same: either continues the other's run
                 'branch'}  # the decay-branch command names the same run as the stable one
 
 

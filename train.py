@@ -1,12 +1,14 @@
-"""The one training loop: single process or DDP under torchrun (gloo on CPU, nccl on GPU).
+"""The one training loop: single process, or DDP / FSDP2 under torchrun (gloo on CPU, nccl on GPU).
 
     python train.py config/quickstart.py --max_iters=100
     torchrun --standalone --nproc_per_node=8 train.py config/gpt2_124m.py
+    torchrun --standalone --nproc_per_node=8 train.py config/gpt2_124m.py --parallel=fsdp
     python train.py config/quickstart.py --init_from=resume
 
 Data order is a pure function of (seed, step, micro step, rank), so resume is exact and DDP on W
 ranks equals one process with W times the accumulation.
 """
+import gc
 import json
 import math
 import os
@@ -25,7 +27,8 @@ import data as datalib
 from model import GPT, GPTConfig
 from checkpoint import init_weights_from, load_checkpoint, save_checkpoint
 from optim import build_optimizer
-from common import RunStopped, catch_stop_signals, peak_flops_of, setup_distributed, to_device
+from common import (RunStopped, catch_stop_signals, fsdp_shard, full_state, peak_flops_of, setup_distributed,
+                    shard_optimizer_state, to_device)
 from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
                         objective_loss, open_objective_data)
 from runlog import Logger, choose_run_dir, format_run_name, write_run_figures
@@ -106,6 +109,9 @@ device = 'auto'              # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
 dtype = 'auto'               # 'auto' (bf16 on CUDA, else float32) | 'float32' | 'bfloat16' | 'float16'
 compile = False
 seed = 1337
+parallel = 'ddp'             # under torchrun: 'ddp' (every rank holds the whole model, gradients and optimizer
+                             # state) | 'fsdp' (FSDP2: each rank holds 1/W of them, for models DDP cannot fit;
+                             # docs/usage.md). One process: no effect
 ddp_timeout_s = 600          # a failed rank takes the job down instead of hanging forever
 nonfinite = 'stop'           # non-finite loss: 'stop' (keep the last good checkpoint) | 'skip' (drop that step;
                              # checks every step, one host sync each)
@@ -128,7 +134,8 @@ HF_INITS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 def check_settings(cfg, world=1):
     choices = {'objective': OBJECTIVES, 'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
                'optimizer': ('adamw', 'muon'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
-               'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16')}
+               'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16'),
+               'parallel': ('ddp', 'fsdp')}
     for k, valid in choices.items():
         if cfg[k] not in valid:
             raise UserError(f"unknown {k} '{cfg[k]}'; valid values: {', '.join(valid)}")
@@ -209,8 +216,9 @@ def ensure_data(cfg, master, ddp):
     return data_dir
 
 
-def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master):
-    """(model, optimizer, resume checkpoint or None): fresh, from init_from, or resumed exactly."""
+def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp):
+    """(model, optimizer, resume checkpoint or None): fresh, from init_from, or resumed exactly.
+    fsdp: the model is sharded (in place) after its weights are loaded and before the optimizer is built."""
     model_cfg, ckpt = {k: cfg[k] for k in MODEL_KEYS}, None
     if cfg['init_from'] == 'resume':
         if not os.path.exists(ckpt_path):
@@ -231,11 +239,17 @@ def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master):
         notes = init_weights_from(model, cfg['init_from'])
     for line in notes if master and cfg['init_from'] not in ('scratch', 'resume') else []:
         print(line)
-    model.to(dev)
-    optimizer = build_optimizer(model, cfg, device_type)
     if ckpt is not None:
         model.load_state_dict(ckpt['model'])
+    if fsdp:  # before the optimizer, which must hold the shards (DTensors) fully_shard puts in place of the weights
+        fsdp_shard(model, device_type)  # (also moves them to the device)
+    else:
+        model.to(dev)
+    optimizer = build_optimizer(model, cfg, device_type)
+    if ckpt is not None:
         optimizer.load_state_dict(ckpt['optimizer'])
+        if fsdp:  # the checkpoint holds whole tensors
+            shard_optimizer_state(optimizer)
         torch.set_rng_state(ckpt['rng_cpu'])
         if device_type == 'cuda' and 'rng_cuda' in ckpt:
             torch.cuda.set_rng_state(ckpt['rng_cuda'])
@@ -269,18 +283,18 @@ def setup(cfg, ddp, rank, world, dev, master):
     r = SimpleNamespace(cfg=cfg, ddp=ddp, rank=rank, world=world, dev=dev, master=master, device_type=device_type,
                         dtype=dt, autocast=autocast, meta=meta, train_data=train_data, val_data=val_data, accum=accum,
                         tokens_per_step=tokens_per_step, total_steps=total_steps, predecay=predecay,
-                        run_dir=run_dir, ckpt_path=ckpt_path, dpo_ref=None)
+                        run_dir=run_dir, ckpt_path=ckpt_path, dpo_ref=None, fsdp=ddp and cfg['parallel'] == 'fsdp')
     if cfg['branch']:
         return r
-    model, r.optimizer, ckpt = build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master)
+    model, r.optimizer, ckpt = build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, r.fsdp)
     r.tokenizer = datalib.get_tokenizer(meta['tokenizer'])
     r.start_step = ckpt['step'] if ckpt is not None else 0
     if cfg['objective'] == 'dpo':  # the frozen reference scores every pair once; only the policy trains
         r.dpo_ref = dpo_setup(cfg, ckpt, model, (train_data, val_data), r.tokenizer, dev, autocast, master)
-    r.raw_model = r.model = model
+    r.raw_model = r.model = model  # (under fsdp the sharded model itself: fully_shard works in place)
     if cfg['compile']:
         r.model = torch.compile(model)
-    if ddp:
+    if ddp and not r.fsdp:
         r.model = torch.nn.parallel.DistributedDataParallel(r.model, device_ids=[dev] if device_type == 'cuda' else None)
     if master:
         os.makedirs(run_dir, exist_ok=True)
@@ -305,7 +319,10 @@ def train_step(r, step, b, stats):
     cfg = r.cfg
     loss_before = stats['loss_sum'].clone() if cfg['nonfinite'] == 'skip' else None
     for micro in range(r.accum):
-        sync = nullcontext() if (not r.ddp or micro == r.accum - 1) else r.model.no_sync()
+        last = micro == r.accum - 1
+        if r.fsdp:  # FSDP2's no_sync: gradients accumulate unsharded, one reduce-scatter on the last micro step
+            r.raw_model.set_requires_gradient_sync(last)
+        sync = nullcontext() if (not r.ddp or r.fsdp or last) else r.model.no_sync()
         with sync:
             with r.autocast:
                 loss = objective_loss(r.model, b, cfg)
@@ -358,9 +375,14 @@ def evaluate(r):
 
 
 def checkpoint(r, step):
+    if r.fsdp:  # every rank gathers the whole tensors (collectives); rank 0 writes the same checkpoint as without
+        model_state = full_state(r.raw_model.state_dict(keep_vars=True))  # (keep_vars: a tied weight stays one)
+        opt_state = full_state(r.optimizer.state_dict())
+    elif r.master:
+        model_state, opt_state = r.raw_model.state_dict(), r.optimizer.state_dict()
     if not r.master:
         return
-    state = {'model': r.raw_model.state_dict(), 'optimizer': r.optimizer.state_dict(),
+    state = {'model': model_state, 'optimizer': opt_state,
              'model_config': r.raw_model.config.to_dict(), 'tokenizer': r.tokenizer.spec, 'config': r.cfg,
              'step': step, 'tokens': step * r.tokens_per_step, 'rng_cpu': torch.get_rng_state()}
     if r.device_type == 'cuda':
@@ -368,7 +390,7 @@ def checkpoint(r, step):
     if r.dpo_ref is not None:
         state['ref_ckpt'] = r.dpo_ref  # init_from='resume' scores the same reference again
     good = r.ckpt_path if os.path.exists(r.ckpt_path) else 'none'
-    if not all(torch.isfinite(p).all() for p in r.raw_model.parameters()):  # never overwrite good weights with NaN
+    if not all(torch.isfinite(v).all() for v in model_state.values()):  # never overwrite good weights with NaN
         raise RunStopped(f"weights became non-finite by step {step}; not saved; last good checkpoint: {good}; "
                          f"lower learning_rate")
     try:
@@ -424,6 +446,9 @@ def main():
     ddp, rank, local_rank, world, dev = setup_distributed(cfg)
     try:
         out = train(cfg, ddp, rank, world, dev, rank == 0)
+        # fsdp: the sharded model's hooks form reference cycles that keep it (and gloo work objects with tensors)
+        # alive until interpreter teardown, where freeing them can abort the process: free them now
+        gc.collect()
         if ddp:  # every rank done (rank 0 may still be sampling) before teardown: a gloo rank whose peer
             torch.distributed.barrier()  # closed its sockets first can abort at exit
         return out
