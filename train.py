@@ -32,7 +32,7 @@ from common import (RunStopped, catch_stop_signals, fsdp_shard, full_state, peak
 from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
                         objective_loss, open_objective_data)
 from runlog import Logger, choose_run_dir, format_run_name, write_run_figures
-from schedule import MODEL_SIZES, apply_model_size, decay_points, format_tokens, lr_at, predecay_path
+from schedule import apply_model_size, decay_points, format_tokens, lr_at, predecay_path
 
 # ----------------------------------------------------------------------------- settings
 # I/O and runs
