@@ -147,7 +147,7 @@ def table(per_seed, pairs_data, corruption):
     lines += ['', '| seed | SFT log-prob acc. | DPO accuracy | DPO margin | DPO log-prob acc. | SFT s | DPO s |',
               '|---|---|---|---|---|---|---|']
     lines += [f"| {r['seed']} | {r['sft']['logp_accuracy']:.3f} | {r['dpo']['accuracy']:.3f} | {r['dpo']['margin']:.3f} "
-              f"| {r['dpo']['logp_accuracy']:.3f} | {r['sft_seconds'] or '-'} | {r['dpo_seconds']} |" for r in per_seed]
+              f"| {r['dpo']['logp_accuracy']:.3f} | {'-' if r['sft_seconds'] is None else r['sft_seconds']} | {r['dpo_seconds']} |" for r in per_seed]
     return '\n'.join(lines)
 
 
