@@ -125,7 +125,7 @@ def seed_chain(seed, sft_cfg_path, sft_all, pairs_data, corruption, stem, pairs_
                                              'dpo_loss', 'logp_accuracy')}}
 
 
-# the table's headline numbers: (row label, key in a seed's 'dpo' dict)
+# the DPO row's headline numbers (keys of a seed's 'dpo' dict); the json's mean_std holds each of them
 DPO_COLS = ('accuracy', 'margin', 'reward_chosen', 'reward_rejected', 'logp_accuracy')
 
 
