@@ -1,4 +1,5 @@
-"""DPO: loss equals a hand computation, response masks, frozen reference, pair builder, a tiny run that learns."""
+"""DPO: loss equals a hand computation, response masks, frozen reference, pair builder, a tiny run that learns,
+the seeded pipeline (mean ± std table, per-seed json, reuse on re-run, bad seeds)."""
 import hashlib
 import json
 import math
@@ -255,9 +256,60 @@ def test_dpo_tinystories_end_to_end_on_a_local_file(tmp_path):
              "--sft_args=['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=160', '--batch_size=4', "
              "'--max_iters=4', '--eval_interval=4', '--eval_iters=1', '--sample_tokens=0']",
              "--pairs_args=['--corruption=shuffle', '--val_pairs=8', '--test_pairs=16']",
-             "--dpo_args=['--max_iters=4', '--eval_interval=2', '--eval_iters=1', '--batch_size=4']"])
-    assert '| DPO | SFT |' in r.stdout and os.path.getsize(tmp_path / 'f.png') > 1000
+             "--dpo_args=['--max_iters=4', '--eval_interval=2', '--eval_iters=1', '--batch_size=4']", '--seeds=[1]'])
+    assert '| DPO (4 steps) | SFT |' in r.stdout and os.path.getsize(tmp_path / 'f.png') > 1000
     meta = data.load_meta(str(tmp_path / 'data' / 'tinystories'))
     assert meta['source'].endswith('stories.jsonl') and set(meta['splits']) == {'train', 'val'}
     pm = data.load_meta(str(tmp_path / 'data' / 'tinystories_pairs_shuffle'))
     assert pm['splits']['test']['pairs'] == 16 and pm['splits']['train']['pairs'] > 0
+
+
+# ----------------------------------------------------------------------------- the pipeline over seeds
+
+def pipeline(tiny_data, tmp_path, *extra, check=True):
+    return run(['analysis/dpo_pipeline.py', 'config/dpo_quick.py', '--quick=True', f'--data_root={tiny_data}',
+                f'--out_dir={tmp_path / "out"}', f'--figure={tmp_path / "f.png"}', "--sft_args=['--data=tiny']"]
+               + list(extra), check=check)
+
+
+def test_dpo_pipeline_over_seeds_reports_mean_std_and_reuses_runs(tiny_data, tmp_path):
+    r = pipeline(tiny_data, tmp_path, '--seeds=[1, 2]', '--jobs=2')
+    assert r.stdout.count('== training') == 4  # SFT and DPO per seed
+    res = json.load(open(tmp_path / 'out' / 'sft_quick_dpo_other_seeds.json'))
+    per = res['per_seed']
+    assert [p['seed'] for p in per] == [1, 2] and len({p['sft_dir'] for p in per}) == 2
+    for p in per:
+        assert 0 <= p['dpo']['accuracy'] <= 1 and 0 <= p['sft']['logp_accuracy'] <= 1 and p['dpo']['pairs'] == 16
+        assert json.load(open(os.path.join(p['dpo_dir'], 'config.json')))['seed'] == p['seed']
+    # the seed reaches the runs: the two SFT models differ
+    w = [torch.load(os.path.join(p['sft_dir'], 'ckpt', 'last.pt'), weights_only=True)['model'] for p in per]
+    assert any(not torch.equal(w[0][k], w[1][k]) for k in w[0])
+    # every headline cell of the DPO row (and the SFT row's measured one) is mean ± std of the per-seed numbers
+    rows = {l.split('|')[1].strip().split(' ')[0]: [c.strip(' *') for c in l.split('|')[3:-1]]
+            for l in r.stdout.splitlines() if l.startswith(('| SFT |', '| DPO ('))}
+    assert all('±' in c for c in rows['DPO']) and len(rows['DPO']) == 5 and '±' in rows['SFT'][-1]
+    accs = [p['dpo']['accuracy'] for p in per]
+    m, s = sum(accs) / 2, abs(accs[0] - accs[1]) / math.sqrt(2)
+    assert rows['DPO'][0] == f"{m:.3f} ± {s:.3f}"
+    assert res['mean_std']['accuracy'] == pytest.approx([m, s])
+    assert os.path.getsize(tmp_path / 'f.png') > 1000
+    ckpts = {p['dpo_dir']: os.path.getmtime(os.path.join(p['dpo_dir'], 'ckpt', 'last.pt')) for p in per}
+    # the same command again: every run and evaluation reused, the same numbers
+    r2 = pipeline(tiny_data, tmp_path, '--seeds=[1, 2]', '--jobs=2')
+    assert '== training' not in r2.stdout and r2.stdout.count('reusing') == 4 and 'eval_tasks.py' not in r2.stdout
+    assert json.load(open(tmp_path / 'out' / 'sft_quick_dpo_other_seeds.json'))['per_seed'] == per
+    assert all(os.path.getmtime(os.path.join(d, 'ckpt', 'last.pt')) == t for d, t in ckpts.items())
+    # seeds [2, 3]: seed 2 reused, only seed 3 trained
+    r3 = pipeline(tiny_data, tmp_path, '--seeds=[2, 3]', '--jobs=1')
+    assert r3.stdout.count('reusing') == 2 and r3.stdout.count('== training') == 2 and 'sft_quick_s3_dpo_other' in r3.stdout
+    assert [p['seed'] for p in json.load(open(tmp_path / 'out' / 'sft_quick_dpo_other_seeds.json'))['per_seed']] == [2, 3]
+
+
+@pytest.mark.parametrize('bad', ['--seeds=[]', '--seeds=[1, 1]', "--seeds=[1, 'two']", '--seeds=[-1]', '--seeds=3',
+                                 '--jobs=0'])
+def test_dpo_pipeline_bad_seeds_are_one_line_errors(tiny_data, tmp_path, bad):
+    before = sorted(os.listdir(tiny_data))
+    r = pipeline(tiny_data, tmp_path, bad, check=False)
+    key = bad[2:].split('=')[0]
+    assert r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not os.listdir(tmp_path) and sorted(os.listdir(tiny_data)) == before  # no runs, figure or pairs
