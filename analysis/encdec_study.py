@@ -1,14 +1,22 @@
-"""Encoder-decoder vs decoder-only: trains (or reuses) the study's runs on local data and writes a
-table (perplexity, training tokens/s, peak memory, parameters, supervised-token fraction, samples,
-ratios next to the predictions) and figures under figures/encdec/.
+"""Encoder-decoder vs decoder-only: trains (or reuses) the study's runs on local data for every seed and writes a
+table (perplexity, ROUGE, ratios next to the predictions, scaling, transfer: mean ± std over seeds; training
+tokens/s, peak memory, parameters, supervised-token fraction from one benchmark) and figures under figures/encdec/.
 
     ./launcher.sh encdec_study                       # = python analysis/encdec_study.py config/encdec_study.py
-    ./launcher.sh encdec_study --reuse=True          # keep the finished runs (and evals) of an earlier invocation
+    ./launcher.sh encdec_study --quick=True          # seconds: tiny models, a few steps, 2 seeds (smoke test)
+    ./launcher.sh encdec_study --reuse=False         # retrain every run (default: keep finished runs of the same arguments)
+
+Phases: (1) every training run of every seed, `jobs` side by side (analysis.study.in_parallel; on a 2-core
+CPU two 1-thread runs take about as long as one); then the transfer runs, which start from the same seed's
+samsum_deconly; (2) evaluations, also side by side; (3) the throughput/memory benchmark ALONE (it measures
+speed, so nothing runs beside it), on the first seed's models: speed and memory do not depend on the seed.
 
 Data: data/<textbooks_data> and data/<samsum_data> when prepared (prepare/tiny_textbooks.py,
 prepare/samsum.py, e.g. from downloaded files with --source). Otherwise offline stand-ins are made
 and SAID SO in the table: textbook-shaped documents = the docstrings of this Python's standard
-library; SAMSum-shaped pairs = generated chit-chat dialogues with template summaries.
+library; SAMSum-shaped pairs = generated chit-chat dialogues with template summaries. The stand-ins use
+one fixed data seed (DATA_SEED): every training seed sees the same data.
+--quick=True writes under <out_dir>/quick/ (figures too) and uses smaller stand-ins (data/*_standin_quick).
 """
 import ast
 import json
@@ -23,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from analysis.study import ROOT, curve, pyplot, run_script, train_run  # noqa: E402
+from analysis.study import ROOT, curve, fmt, in_parallel, mean_std, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
 import data as datalib  # noqa: E402
 import objectives  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
@@ -34,27 +42,58 @@ data_root = 'data'
 textbooks_data = 'tiny_textbooks'   # used when prepared; else the stand-in data/tiny_textbooks_standin
 samsum_data = 'samsum'              # used when prepared; else the stand-in data/samsum_standin
 standin_vocab = 1024                # bpe vocabulary of the stand-ins
+seeds = [1, 2, 3]                   # training seeds: every run is trained once per seed
+jobs = 2                            # training runs (and evaluations) side by side; never beside the benchmark
 max_iters = 250                     # every run (overrides the problem configs)
 small_iters = 100                   # samsum_scale_small (about 7x the tiny model's compute per step)
 scales = ['tiny', 'small']          # scaling configs trained here (medium/large: configs only on CPU)
-transfer = True                     # samsum_encdec initialized from samsum_deconly vs scratch
+transfer = True                     # samsum_encdec initialized from samsum_deconly (same seed) vs scratch
 eval_records = 200                  # records scored for perplexity (val split)
 generate_records = 50               # SAMSum summaries generated for ROUGE
 bench_rounds = 3                    # throughput: interleaved rounds of bench_steps steps per model
 bench_steps = 4
-threads = 1                         # torch threads for training and the benchmark
-reuse = False                       # keep a finished run made with the same arguments (and its eval)
+threads = 1                         # torch threads per training, evaluation and the benchmark
+reuse = True                        # keep a finished run made with the same arguments (and its evaluation)
+quick = False                       # tiny models, a few steps, the first two seeds: the whole study in seconds (tests)
 figures_dir = 'figures/encdec'
-seed = 1337
 
+DATA_SEED = 1337                    # the stand-ins' generator seed: the same data for every training seed
 PREDICTIONS = {'ppl': (2.0, 3.0), 'slower': (1.5, 2.0), 'memory': (1.3, 1.5)}
 MAIN = ['textbooks_deconly', 'textbooks_encdec', 'samsum_deconly', 'samsum_encdec']
 SCALE_DIMS = {'tiny': (128, 2, 4), 'small': (256, 4, 8), 'medium': (512, 6, 8), 'large': (768, 8, 12)}
+QUICK = dict(max_iters=6, small_iters=3, eval_records=8, generate_records=2, bench_rounds=1, bench_steps=1,
+             standin_vocab=300)
+QUICK_ARGS = ['--n_embd=32', '--n_head=2', '--batch_size=4', '--eval_interval=3', '--eval_iters=1', '--warmup_iters=1',
+              '--log_interval=3']  # tiny models for --quick (after the problem config, before run-specific args)
+STANDIN_QUICK = {'textbooks_docs': 150, 'samsum_rows': (300, 30)}
+
+
+def check_settings():
+    """Every setting a user can get wrong, checked before anything is written (UserError: one line, exit 2)."""
+    UserError = configurator.UserError
+    if not seeds or not all(type(s) is int and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds={seeds!r}: give distinct non-negative integers, e.g. --seeds=[1,2,3]")
+    for key in ('jobs', 'max_iters', 'small_iters', 'eval_records', 'bench_rounds', 'bench_steps', 'threads'):
+        if globals()[key] < 1:
+            raise UserError(f"{key}={globals()[key]} must be >= 1")
+    if generate_records < 0:
+        raise UserError(f"generate_records={generate_records} must be >= 0")
+    bad = [s for s in scales if s not in SCALE_DIMS]
+    if bad or 'tiny' not in scales:
+        raise UserError(f"scales={scales!r}: choose from {list(SCALE_DIMS)} and include 'tiny' (= samsum_encdec)")
+
+
+def apply_quick(cfg):
+    """--quick=True: smaller everything, the first two seeds, outputs under <out_dir>/quick/."""
+    g = globals()
+    g.update(QUICK, seeds=seeds[:2], out_dir=os.path.join(out_dir, 'quick'))
+    g['figures_dir'] = os.path.join(g['out_dir'], 'figures')
+    cfg.update({k: g[k] for k in (*QUICK, 'seeds', 'out_dir', 'figures_dir')})
 
 
 # ----------------------------------------------------------------------------- offline stand-ins
 
-def standin_textbooks(path):
+def standin_textbooks(path, limit=None):
     """Textbook-shaped documents: stdlib docstrings of 300+ characters (prose explaining code)."""
     root = sysconfig.get_paths()['stdlib']
     docs = []
@@ -74,8 +113,9 @@ def standin_textbooks(path):
                     s = ast.get_docstring(node)
                     if s and len(s) >= 300:
                         docs.append(s)
-    rnd = random.Random(seed)
+    rnd = random.Random(DATA_SEED)
     rnd.shuffle(docs)
+    docs = docs[:limit] if limit else docs
     os.makedirs(path, exist_ok=True)
     n_test = max(1, len(docs) // 40)
     for name, part in (('train', docs[n_test:]), ('test', docs[:n_test])):  # the hub has train and test
@@ -127,7 +167,7 @@ def standin_dialogue(rnd):
 
 
 def standin_samsum(path, n_train=6000, n_eval=300):
-    rnd = random.Random(seed)
+    rnd = random.Random(DATA_SEED)
     os.makedirs(path, exist_ok=True)
     for split, n in (('train', n_train), ('validation', n_eval), ('test', n_eval)):
         with open(os.path.join(path, f'{split}.jsonl'), 'w') as f:
@@ -154,36 +194,70 @@ def ensure_data(name, standin, script, make, extra):
 
 def prepare_data():
     """({'textbooks': data name, 'samsum': data name}, {task: where the data came from})."""
-    tb, tb_note = ensure_data(textbooks_data, 'tiny_textbooks_standin', 'tiny_textbooks', standin_textbooks,
+    q = '_quick' if quick else ''  # smaller stand-ins for --quick, under their own names
+    make_tb = (lambda p: standin_textbooks(p, STANDIN_QUICK['textbooks_docs'])) if quick else standin_textbooks
+    make_ss = (lambda p: standin_samsum(p, *STANDIN_QUICK['samsum_rows'])) if quick else standin_samsum
+    tb, tb_note = ensure_data(textbooks_data, f'tiny_textbooks_standin{q}', 'tiny_textbooks', make_tb,
                               ['--min_doc_tokens=32', '--max_doc_tokens=126', '--val_fraction=0.05'])
-    ss, ss_note = ensure_data(samsum_data, 'samsum_standin', 'samsum', standin_samsum, [])
+    ss, ss_note = ensure_data(samsum_data, f'samsum_standin{q}', 'samsum', make_ss, [])
     return {'textbooks': tb, 'samsum': ss}, {'textbooks': tb_note, 'samsum': ss_note}
 
 
 # ----------------------------------------------------------------------------- runs
 
-def train(problem, data_name, name=None, extra=()):
-    """config/<problem>.py into <out_dir>/runs/<name>; --reuse=True keeps a finished run of the same arguments."""
-    return train_run([f'config/{problem}.py', f'--data={data_name}', f'--data_root={data_root}',
-                      f'--max_iters={max_iters}', f'--seed={seed}', *extra],
-                     os.path.join(out_dir, 'runs'), name or f'{problem}_s{seed}', threads=threads, reuse=reuse)
+def task_of(key):
+    return 'samsum' if key.startswith('samsum') else 'textbooks'
+
+
+def run_dir_of(key, seed):
+    return os.path.join(out_dir, 'runs', f'{key}_s{seed}')
+
+
+def train(key, seed, data_of):
+    """One run of one seed into <out_dir>/runs/<key>_s<seed>; a finished run of the same arguments is reused.
+    key: a problem config, or samsum_encdec_transfer (samsum_encdec from the same seed's samsum_deconly)."""
+    problem, extra = key, []
+    if key.startswith('samsum_scale_'):
+        extra = [f'--max_iters={small_iters}']
+    if key == 'samsum_encdec_transfer':
+        problem, extra = 'samsum_encdec', [f"--init_from={run_dir_of('samsum_deconly', seed)}"]
+    args = [f'config/{problem}.py', f'--data={data_of[task_of(key)]}', f'--data_root={data_root}',
+            f'--max_iters={max_iters}', f'--seed={seed}', *(QUICK_ARGS if quick else []), *extra]
+    return train_run(args, os.path.join(out_dir, 'runs'), f'{key}_s{seed}', threads=threads, reuse=reuse)
 
 
 def train_all(data_of):
-    """The four main runs (+ transfer) and the scaling runs: ({key: run dir}, {scale: run dir})."""
-    runs = {p: train(p, data_of[p.split('_')[0]]) for p in MAIN}
-    scale_runs = {'tiny': runs['samsum_encdec']}  # samsum_encdec is the tiny scaling config
-    for s in scales:
-        if s != 'tiny':
-            scale_runs[s] = train(f'samsum_scale_{s}', data_of['samsum'], extra=[f'--max_iters={small_iters}'])
-    if transfer:
-        runs['samsum_encdec_transfer'] = train('samsum_encdec', data_of['samsum'], name=f'samsum_encdec_transfer_s{seed}',
-                                               extra=[f"--init_from={runs['samsum_deconly']}"])
-    return runs, scale_runs
+    """Every run of every seed: {seed: {key: run dir}}, scaling runs under 'samsum_scale_<s>' (tiny = samsum_encdec).
+    Seeds outermost (an interrupted study has whole first seeds to reuse), the longest runs of a seed first."""
+    keys = [f'samsum_scale_{s}' for s in scales if s != 'tiny'] + MAIN
+    items = [(k, s) for s in seeds for k in keys]
+    dirs = in_parallel(lambda ks: train(ks[0], ks[1], data_of), items, jobs)
+    runs = {s: {} for s in seeds}
+    for (k, s), rd in zip(items, dirs):
+        runs[s][k] = rd
+    if transfer:  # after the first phase: each starts from its seed's finished samsum_deconly
+        for s, rd in zip(seeds, in_parallel(lambda s: train('samsum_encdec_transfer', s, data_of), seeds, jobs)):
+            runs[s]['samsum_encdec_transfer'] = rd
+    for s in seeds:
+        runs[s]['samsum_scale_tiny'] = runs[s]['samsum_encdec']
+    return runs
+
+
+def train_seconds(runs):
+    """{run name: seconds train.py measured (train_end)}: the study's training cost, for the docs' time estimate."""
+    out = {}
+    for s, rs in runs.items():
+        for k, rd in rs.items():
+            if k != 'samsum_scale_tiny':
+                ends = [e for e in read_metrics(rd) if e.get('event') == 'train_end']
+                out[os.path.basename(rd)] = ends[0].get('seconds') if ends else None
+    return out
 
 
 def evaluate(run_dir, data_name, gen):
-    path = os.path.join(run_dir, 'eval_seq2seq.json')
+    """eval_tasks.py seq2seq of a run; the result file is named by its settings and lives in the run dir, so a
+    retrained run (its dir is cleared) or other settings are never served a stale evaluation."""
+    path = os.path.join(run_dir, f'eval_seq2seq_r{eval_records}_g{gen}.json')
     if not (reuse and os.path.exists(path)):
         run_script(['eval_tasks.py', 'seq2seq', f'--ckpt={run_dir}', f'--data={data_name}', f'--data_root={data_root}',
                     '--split=val', f'--max_records={eval_records}', f'--generate={gen}', '--num_samples=2',
@@ -192,13 +266,22 @@ def evaluate(run_dir, data_name, gen):
         return json.load(f)
 
 
-def evaluate_all(runs, scale_runs, data_of):
-    """eval_tasks.py seq2seq of every run: ({key: scores}, {scale: scores}); ROUGE samples on SAMSum."""
-    ev = {k: evaluate(rd, data_of[k.split('_')[0]], generate_records if k.startswith('samsum') else 0)
-          for k, rd in runs.items()}
-    ev_scale = {s: (ev['samsum_encdec'] if s == 'tiny' else evaluate(rd, data_of['samsum'], 0))
-                for s, rd in scale_runs.items()}
-    return ev, ev_scale
+def evaluate_all(runs, data_of):
+    """Every run of every seed, side by side: {seed: {key: scores}}; ROUGE of generated summaries on SAMSum."""
+    items = [(s, k) for s in seeds for k in runs[s] if k != 'samsum_scale_tiny']
+    gen = lambda k: generate_records if k in ('samsum_deconly', 'samsum_encdec', 'samsum_encdec_transfer') else 0
+    res = in_parallel(lambda sk: evaluate(runs[sk[0]][sk[1]], data_of[task_of(sk[1])], gen(sk[1])), items, jobs)
+    ev = {s: {} for s in seeds}
+    for (s, k), r in zip(items, res):
+        ev[s][k] = r
+    for s in seeds:
+        ev[s]['samsum_scale_tiny'] = ev[s]['samsum_encdec']
+    return ev
+
+
+def per_seed(ev, key, field):
+    """[value of field for key, one per seed] (None where missing)."""
+    return [ev[s][key].get(field) for s in seeds]
 
 
 # ----------------------------------------------------------------------------- speed and memory
@@ -273,8 +356,9 @@ def bench(run_dirs):
 
 
 def bench_all(runs):
-    """bench() of the four main runs, plus an untrained encoder-decoder as deep as the decoder-only (5+5
-    layers): the predictions' speed/memory setting (same depth per stack) next to this study's matched parameters."""
+    """bench() of the four main runs (of one seed: speed and memory do not depend on it), plus an untrained
+    encoder-decoder as deep as the decoder-only (5+5 layers): the predictions' speed/memory setting (same depth
+    per stack) next to this study's matched parameters. Run alone: nothing else may compete for the CPU."""
     deep = {'n_layer': 5, 'n_encoder_layer': 5}
     return bench({**{k: runs[k] for k in MAIN}, 'textbooks_encdec_5+5': (runs['textbooks_encdec'], deep),
                   'samsum_encdec_5+5': (runs['samsum_encdec'], deep)})
@@ -282,22 +366,30 @@ def bench_all(runs):
 
 # ----------------------------------------------------------------------------- figures
 
+def band(ax, run_dirs, label, **kw):
+    """Mean validation loss over seeds by step, with a ± 1 std band."""
+    cs = [curve(rd) for rd in run_dirs]
+    n = min(len(c) for c in cs)
+    steps = [p[0] for p in cs[0][:n]]
+    ms = [mean_std([c[i][1] for c in cs]) for i in range(n)]
+    line = ax.plot(steps, [m for m, _ in ms], marker='o', markersize=3, label=label, **kw)[0]
+    ax.fill_between(steps, [m - sd for m, sd in ms], [m + sd for m, sd in ms], color=line.get_color(), alpha=0.25)
+
+
 def fig_curves(runs, path):
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, task in zip(axes, ('textbooks', 'samsum')):
         for k in (f'{task}_deconly', f'{task}_encdec'):
-            pts = curve(runs[k])
             what = 'LM loss, all tokens' if k == 'textbooks_deconly' else 'target-token loss'
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=f'{k} ({what})')
+            band(ax, [runs[s][k] for s in seeds], f'{k} ({what})')
         ax.set_xlabel('optimizer step (same tokens read per step)')
         ax.set_ylabel('validation loss (nats/token)')
-        ax.set_title(f'{task}: validation loss during training')
+        ax.set_title(f'{task}: validation loss, mean ± std over {len(seeds)} seeds')
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def param_count(scale, vocab):
@@ -309,13 +401,18 @@ def param_count(scale, vocab):
 
 
 def fig_scaling(points, deconly, vocab, path):
+    """points {scale: (params, [target ppl per seed])}, deconly (params, [ppl per seed]): mean with ± std bars."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    xs = sorted(points)
-    ax.plot([points[s][0] for s in xs], [points[s][1] for s in xs], marker='o', label='encoder-decoder (trained here)')
-    for s in xs:
-        ax.annotate(s, (points[s][0], points[s][1]), textcoords='offset points', xytext=(5, 5), fontsize=8)
-    ax.plot([deconly[0]], [deconly[1]], marker='s', linestyle='none', color='C3', label='decoder-only 5 layers (samsum_deconly)')
+    xs = sorted(points, key=lambda s: points[s][0])
+    ms = [mean_std(points[s][1]) for s in xs]
+    ax.errorbar([points[s][0] for s in xs], [m for m, _ in ms], yerr=[sd for _, sd in ms], marker='o', capsize=4,
+                label='encoder-decoder (trained here)')
+    for s, (m, _) in zip(xs, ms):
+        ax.annotate(s, (points[s][0], m), textcoords='offset points', xytext=(5, 5), fontsize=8)
+    m, sd = mean_std(deconly[1])
+    ax.errorbar([deconly[0]], [m], yerr=[sd], marker='s', linestyle='none', capsize=4, color='C3',
+                label='decoder-only 5 layers (samsum_deconly)')
     for s in SCALE_DIMS:
         if s not in points:
             n = param_count(s, vocab)
@@ -324,98 +421,120 @@ def fig_scaling(points, deconly, vocab, path):
     ax.set_xscale('log')
     ax.set_xlabel('parameters')
     ax.set_ylabel('summary perplexity (val)')
-    ax.set_title(f'SAMSum scaling at {max_iters}/{small_iters} steps (tiny/small)')
+    ax.set_title(f'SAMSum scaling at {max_iters}/{small_iters} steps (tiny/small), mean ± std, {len(seeds)} seeds',
+                 fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
-def fig_transfer(scratch, transferred, path):
+def fig_transfer(runs, path):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for rd, label in ((scratch, 'from scratch'), (transferred, 'init_from samsum_deconly (decoder + encoder copied)')):
-        pts = curve(rd)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label)
+    band(ax, [runs[s]['samsum_encdec'] for s in seeds], 'from scratch')
+    band(ax, [runs[s]['samsum_encdec_transfer'] for s in seeds],
+         'init_from samsum_deconly of the same seed (decoder + encoder copied)')
     ax.set_xlabel('optimizer step')
     ax.set_ylabel('validation summary loss (nats/token)')
-    ax.set_title('SAMSum encoder-decoder: transfer vs scratch')
+    ax.set_title(f'SAMSum encoder-decoder: transfer vs scratch (mean ± std, {len(seeds)} seeds)', fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def fig_attention(runs, data_of):
+    """Attention maps of the first seed's encoder-decoders only (a picture of one model, not a measurement)."""
     from analysis.encdec_attention import plot_record
+    s = seeds[0]
     for task, data_name in data_of.items():
-        ck = load_checkpoint(runs[f'{task}_encdec'])
+        ck = load_checkpoint(runs[s][f'{task}_encdec'])
         model, tok = model_from_checkpoint(ck)
         recs = datalib.open_seq2seq(os.path.join(data_root, data_name), 'val')
         plot_record(model, tok, recs[0], os.path.join(figures_dir, f'attention_{task}.png'),
-                    f'{task} ({data_name}) val[0]: encoder-decoder attention maps', n_src=64 if task == 'samsum' else 32,
-                    n_tgt=24)
+                    f'{task} ({data_name}) val[0]: encoder-decoder attention maps (seed {s})',
+                    n_src=64 if task == 'samsum' else 32, n_tgt=24)
 
 
-def write_figures(runs, scale_runs, ev, ev_scale, b, data_of):
-    """Every figure; returns the scaling points {scale: (params, target ppl)} and the padded vocabulary."""
+def scaling_points(runs, ev):
+    """{scale: (params, [target ppl per seed])} of the trained scales."""
+    return {s: (run_setup(runs[seeds[0]][f'samsum_scale_{s}'])[1].num_params(), per_seed(ev, f'samsum_scale_{s}', 'target_ppl'))
+            for s in scales}
+
+
+def write_figures(runs, ev, b, data_of):
+    """Every figure; returns the scaling points and the padded vocabulary."""
     os.makedirs(figures_dir, exist_ok=True)
     fig_curves(runs, os.path.join(figures_dir, 'curves.png'))
     vocab = datalib.load_meta(os.path.join(data_root, data_of['samsum']))['vocab_size']
     vocab = 64 * math.ceil(vocab / 64)
-    pts = {s: (run_setup(rd)[1].num_params(), ev_scale[s]['target_ppl']) for s, rd in scale_runs.items()}
-    fig_scaling(pts, (b['samsum_deconly']['params'], ev['samsum_deconly']['target_ppl']), vocab,
+    pts = scaling_points(runs, ev)
+    fig_scaling(pts, (b['samsum_deconly']['params'], per_seed(ev, 'samsum_deconly', 'target_ppl')), vocab,
                 os.path.join(figures_dir, 'scaling.png'))
     if transfer:
-        fig_transfer(runs['samsum_encdec'], runs['samsum_encdec_transfer'], os.path.join(figures_dir, 'transfer.png'))
+        fig_transfer(runs, os.path.join(figures_dir, 'transfer.png'))
     fig_attention(runs, data_of)
     return pts, vocab
 
 
-# ----------------------------------------------------------------------------- table
+# ----------------------------------------------------------------------------- tables
 
-def fmt(x, nd=2):
+def num(x, nd=2):
     return '' if x is None else (f'{x:,.{nd}f}' if isinstance(x, float) else f'{x:,}')
 
 
-def verdict(r, lo, hi):
-    return 'in range' if lo <= r <= hi else ('below' if r < lo else 'above')
+def ms(values, nd=2):
+    """'mean ± std' over seeds ('' when a value is missing)."""
+    return '' if not values or any(v is None for v in values) else fmt(values, nd)
+
+
+def verdict(values, lo, hi):
+    """The mean against [lo, hi], and how many seeds fall in the range."""
+    m = mean_std(values)[0]
+    k = sum(lo <= v <= hi for v in values)
+    return ('in range' if lo <= m <= hi else ('below' if m < lo else 'above')) + f' ({k}/{len(values)} seeds in range)'
 
 
 def table_runs(notes, ev, b):
-    L = [f"# Encoder-decoder vs decoder-only (CPU scale)", '',
+    n = len(seeds)
+    L = ["# Encoder-decoder vs decoder-only (CPU scale)", '',
          f"Data: textbooks = {notes['textbooks']}; SAMSum = {notes['samsum']}.",
          f"Every run: {max_iters} steps of 16 sequences/records, block 128, d_model 128, 4 heads, rope/rmsnorm/swiglu; "
-         f"encoder-decoder 2+2 layers vs decoder-only 5 layers. torch threads: {threads}. Perplexity on "
-         f"{eval_records} val records: target = the second half / the summary (+ end token), scored identically for "
-         f"both architectures (fewer when the split is smaller: column 'records'); document = every token of the document (decoder-only LM).", '',
-         '| problem | form | records | params | target ppl | document ppl | ROUGE-1/2/L | train tokens/s | peak train memory (MB) | supervised-token fraction |',
-         '|---|---|---|---|---|---|---|---|---|---|']
+         f"encoder-decoder 2+2 layers vs decoder-only 5 layers{' (--quick: overridden by ' + ' '.join(QUICK_ARGS) + ')' if quick else ''}; seeds {seeds} (the data are the same for every seed). "
+         f"torch threads: {threads}. Perplexity on {eval_records} val records: target = the second half / the summary "
+         f"(+ end token), scored identically for both architectures (fewer when the split is smaller: column 'records'); "
+         f"document = every token of the document (decoder-only LM). Perplexity and ROUGE: mean ± std over the {n} seeds; "
+         f"tokens/s, memory and supervised fraction: one benchmark of the seed-{seeds[0]} models (the seed changes neither).", '',
+         '| problem | form | records | params | target ppl | document ppl | ROUGE-1 | ROUGE-2 | ROUGE-L | train tokens/s | '
+         'peak train memory (MB) | supervised-token fraction |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for k in MAIN + (['samsum_encdec_transfer'] if transfer else []):
-        e, bb = ev[k], b.get(k, b.get('samsum_encdec'))
-        rouge = f"{e['rouge1']}/{e['rouge2']}/{e['rougeL']}" if 'rouge1' in e else ''
-        L.append(f"| {k} | {e['form']} | {e['records']} | {fmt(bb['params'])} | {fmt(e['target_ppl'])} | {fmt(e.get('document_ppl'))} | "
-                 f"{rouge} | {fmt(bb['tok_s'], 0) if k in b else '(as samsum_encdec)'} | "
-                 f"{fmt(bb['mem_mb'], 1) if k in b else ''} | {fmt(bb['sup_frac']) if k in b else ''} |")
+        e, bb = ev[seeds[0]][k], b.get(k, b.get('samsum_encdec'))
+        rouge = [ms(per_seed(ev, k, r), 1) if r in e else '' for r in ('rouge1', 'rouge2', 'rougeL')]
+        doc = ms(per_seed(ev, k, 'document_ppl')) if 'document_ppl' in e else ''
+        L.append(f"| {k} | {e['form']} | {e['records']} | {num(bb['params'])} | {ms(per_seed(ev, k, 'target_ppl'))} | {doc} | "
+                 f"{' | '.join(rouge)} | {num(bb['tok_s'], 0) if k in b else '(as samsum_encdec)'} | "
+                 f"{num(bb['mem_mb'], 1) if k in b else ''} | {num(bb['sup_frac']) if k in b else ''} |")
     return L
 
 
 def table_ratios(ev, b):
-    """Encoder-decoder / decoder-only ratios per data set: (lines, {task: ratios})."""
-    L = ['', 'Ratios, encoder-decoder / decoder-only, next to the predictions for raw text:', '',
+    """Encoder-decoder / decoder-only ratios per data set: (lines, {task: ratios}); perplexity ratios per seed
+    (encoder-decoder of seed s over decoder-only of seed s), then mean ± std."""
+    L = ['', f'Ratios, encoder-decoder / decoder-only, next to the predictions for raw text (perplexity ratios: per seed, '
+             f'mean ± std over {len(seeds)} seeds; speed, memory, parameters: one benchmark):', '',
          '| data | ppl ratio (target) | ppl ratio vs decoder-only document ppl | slowdown (tok/s dec / enc-dec) | memory ratio | params ratio |',
          '|---|---|---|---|---|---|']
     ratios = {}
     for task in ('textbooks', 'samsum'):
-        e, d = ev[f'{task}_encdec'], ev[f'{task}_deconly']
-        be, bd = b[f'{task}_encdec'], b[f'{task}_deconly']
-        r = {'ppl': e['target_ppl'] / d['target_ppl'], 'slower': bd['tok_s'] / be['tok_s'], 'memory': be['mem_mb'] / bd['mem_mb'],
-             'params': be['params'] / bd['params']}
-        r['ppl_doc'] = e['target_ppl'] / d['document_ppl'] if 'document_ppl' in d else None
+        e, d = f'{task}_encdec', f'{task}_deconly'
+        be, bd = b[e], b[d]
+        r = {'ppl': [ev[s][e]['target_ppl'] / ev[s][d]['target_ppl'] for s in seeds], 'slower': bd['tok_s'] / be['tok_s'],
+             'memory': be['mem_mb'] / bd['mem_mb'], 'params': be['params'] / bd['params']}
+        r['ppl_doc'] = ([ev[s][e]['target_ppl'] / ev[s][d]['document_ppl'] for s in seeds]
+                        if 'document_ppl' in ev[seeds[0]][d] else None)
         ratios[task] = r
-        L.append(f"| {task} | {r['ppl']:.2f} | {fmt(r['ppl_doc'])} | {r['slower']:.2f} | {r['memory']:.2f} | {r['params']:.2f} |")
+        L.append(f"| {task} | {ms(r['ppl'])} | {ms(r['ppl_doc'])} | {r['slower']:.2f} | {r['memory']:.2f} | {r['params']:.2f} |")
         bx = b[f'{task}_encdec_5+5']
         r['slower_5+5'], r['memory_5+5'] = bd['tok_s'] / bx['tok_s'], bx['mem_mb'] / bd['mem_mb']
         L.append(f"| {task}, enc-dec 5+5 layers (bench only, untrained) | | | {r['slower_5+5']:.2f} | {r['memory_5+5']:.2f} | "
@@ -425,75 +544,109 @@ def table_ratios(ev, b):
 
 def table_predictions(r):
     """The textbooks ratios r against PREDICTIONS."""
-    L = ['', '| prediction (raw text) | predicted | measured (textbooks, matched params 2+2 vs 5) | verdict | measured (enc-dec 5+5 vs 5, same depth) | verdict |',
-         '|---|---|---|---|---|---|']
+    L = ['', '| prediction (raw text) | predicted | measured (textbooks, matched params 2+2 vs 5) | verdict | '
+             'measured (enc-dec 5+5 vs 5, same depth) | verdict |', '|---|---|---|---|---|---|']
     for key, label in (('ppl', 'perplexity worse (target ppl ratio)'), ('slower', 'training slower (tokens/s ratio)'),
                        ('memory', 'memory higher (peak training memory ratio)')):
         lo, hi = PREDICTIONS[key]
+        vals = r[key] if isinstance(r[key], list) else [r[key]]
+        cell = f"{ms(vals)}x" if len(vals) > 1 else f"{vals[0]:.2f}x (one benchmark)"
         deep_r = r.get(f'{key}_5+5')
-        L.append(f"| {label} | {lo}-{hi}x | {r[key]:.2f}x | {verdict(r[key], lo, hi)} | "
-                 + (f"{deep_r:.2f}x | {verdict(deep_r, lo, hi)} |" if deep_r else "not trained | |"))
+        v = verdict(vals, lo, hi) if len(vals) > 1 else verdict(vals, lo, hi).split(' (')[0]
+        L.append(f"| {label} | {lo}-{hi}x | {cell} | {v} | "
+                 + (f"{deep_r:.2f}x | {verdict([deep_r], lo, hi).split(' (')[0]} |" if deep_r else "not trained | |"))
     return L
 
 
 def table_scaling(pts, vocab):
-    L = ['', 'Scaling (SAMSum encoder-decoder, val summary perplexity):', '', '| scale | d_model | layers (enc+dec) | heads | params | steps | target ppl |',
-         '|---|---|---|---|---|---|---|']
+    L = ['', f'Scaling (SAMSum encoder-decoder, val summary perplexity, mean ± std over {len(seeds)} seeds):', '',
+         '| scale | d_model | layers (enc+dec) | heads | params | steps | target ppl |', '|---|---|---|---|---|---|---|']
     for s, (d, nl, h) in SCALE_DIMS.items():
         if s in pts:
-            L.append(f"| {s} | {d} | {nl}+{nl} | {h} | {fmt(pts[s][0])} | {max_iters if s == 'tiny' else small_iters} | {fmt(pts[s][1])} |")
+            L.append(f"| {s} | {d} | {nl}+{nl} | {h} | {num(pts[s][0])} | {max_iters if s == 'tiny' else small_iters} | "
+                     f"{ms(pts[s][1])} |")
         else:
-            L.append(f"| {s} | {d} | {nl}+{nl} | {h} | {fmt(param_count(s, vocab))} | not run on CPU | |")
+            L.append(f"| {s} | {d} | {nl}+{nl} | {h} | {num(param_count(s, vocab))} | not run on CPU | |")
     return L
+
+
+def transfer_curves(runs):
+    """{'step': [...], 'scratch': [[loss per seed] per step], 'transfer': [...]} (validation summary loss)."""
+    out = {}
+    for name, key in (('scratch', 'samsum_encdec'), ('transfer', 'samsum_encdec_transfer')):
+        cs = [curve(runs[s][key]) for s in seeds]
+        n = min(len(c) for c in cs)
+        out['step'] = [p[0] for p in cs[0][:n]]
+        out[name] = [[c[i][1] for c in cs] for i in range(n)]
+    return out
 
 
 def transfer_and_samples(runs, ev):
     L = []
     if transfer:
-        ct, cs = curve(runs['samsum_encdec_transfer']), curve(runs['samsum_encdec'])
-        L += ['', f"Transfer: samsum_encdec initialized from samsum_deconly; val summary loss by step "
-                  f"(scratch -> transfer): " + ', '.join(f"{a[0]}: {a[1]:.3f} -> {c[1]:.3f}" for a, c in zip(cs, ct))]
-    L += ['', 'Samples (greedy, val):', '']
+        t = transfer_curves(runs)
+        L += ['', f"Transfer: samsum_encdec initialized from samsum_deconly of the same seed vs from scratch "
+                  f"(mean ± std over {len(seeds)} seeds):", '', '| step | ' + ' | '.join(map(str, t['step'])) + ' |',
+              '|---|' + '---|' * len(t['step']),
+              '| scratch: val summary loss | ' + ' | '.join(ms(v, 3) for v in t['scratch']) + ' |',
+              '| transfer: val summary loss | ' + ' | '.join(ms(v, 3) for v in t['transfer']) + ' |',
+              '| transfer - scratch | ' + ' | '.join(ms([b - a for a, b in zip(x, y)], 3)
+                                                     for x, y in zip(t['scratch'], t['transfer'])) + ' |']
+    L += ['', f'Samples (greedy, val, seed {seeds[0]}):', '']
     for k in MAIN:
-        for s in ev[k]['samples'][:1]:
+        for s in ev[seeds[0]][k]['samples'][:1]:
             src = s['source'][-160:].replace('\n', ' / ')
             L.append(f"- **{k}** source: `…{src}` | reference: `{s['reference'][:120].replace(chr(10), ' / ')}` | "
                      f"generated: `{s['generated'][:120].replace(chr(10), ' / ')}`")
     return L
 
 
-def report(notes, runs, ev, b, pts, vocab, t_start):
+def report(notes, runs, ev, b, pts, vocab, t_start, t_train):
     """The study's markdown: (text, ratios)."""
     ratio_lines, ratios = table_ratios(ev, b)
     L = (table_runs(notes, ev, b) + ratio_lines + table_predictions(ratios['textbooks']) + table_scaling(pts, vocab)
          + transfer_and_samples(runs, ev))
-    L += ['', f"Throughput/memory: `bench()` in analysis/encdec_study.py, {bench_rounds} interleaved rounds x {bench_steps} "
-          f"training steps per model on the same process; tokens = source + target tokens read (no padding); memory = 16 bytes/parameter "
-          f"(fp32 weights, grads, AdamW m, v) + the bytes autograd saves for backward (saved_tensors_hooks)."
-          f" Study wall time: {time.time() - t_start:.0f}s."]
+    secs = train_seconds(runs)
+    total = sum(v for v in secs.values() if v)
+    L += ['', f"Throughput/memory: `bench()` in analysis/encdec_study.py, run alone after every training and evaluation, on "
+              f"the seed-{seeds[0]} models; {bench_rounds} interleaved rounds x {bench_steps} training steps per model in one "
+              f"process; tokens = source + target tokens read (no padding); memory = 16 bytes/parameter "
+              f"(fp32 weights, grads, AdamW m, v) + the bytes autograd saves for backward (saved_tensors_hooks).",
+          '', f"Time: {len(secs)} training runs, {total:.0f} s of training in all (train_end seconds, {jobs} side by side); "
+              f"training phase of this invocation {t_train:.0f} s, study wall time {time.time() - t_start:.0f} s "
+              f"(finished runs and evaluations of an earlier invocation are reused)."]
     return '\n'.join(L) + '\n', ratios
 
 
 def main():
     cfg = configurator.configure(globals())
+    check_settings()  # before anything is written
+    if quick:
+        apply_quick(cfg)
     t_start = time.time()
     os.chdir(ROOT)
-    torch.manual_seed(seed)
+    torch.manual_seed(seeds[0])
     data_of, notes = prepare_data()
-    runs, scale_runs = train_all(data_of)
+    print(f"== training: seeds {seeds}, {jobs} runs side by side", flush=True)
+    runs = train_all(data_of)
+    t_train = time.time() - t_start
     print("== evaluating", flush=True)
-    ev, ev_scale = evaluate_all(runs, scale_runs, data_of)
-    print("== speed and memory (interleaved)", flush=True)
-    b = bench_all(runs)
-    pts, vocab = write_figures(runs, scale_runs, ev, ev_scale, b, data_of)
-    text, ratios = report(notes, runs, ev, b, pts, vocab, t_start)
+    ev = evaluate_all(runs, data_of)
+    print(f"== speed and memory (interleaved, seed {seeds[0]} models, nothing else running)", flush=True)
+    b = bench_all(runs[seeds[0]])
+    pts, vocab = write_figures(runs, ev, b, data_of)
+    text, ratios = report(notes, runs, ev, b, pts, vocab, t_start, t_train)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'encdec_study.md'), 'w') as f:
         f.write(text)
     with open(os.path.join(out_dir, 'encdec_study.json'), 'w') as f:
-        json.dump({'eval': ev, 'bench': b, 'ratios': ratios, 'scaling': pts, 'config': cfg}, f, indent=1, default=str)
+        json.dump({'seeds': seeds, 'eval': {str(s): ev[s] for s in seeds}, 'bench': b, 'ratios': ratios,
+                   'scaling': {s: {'params': p, 'target_ppl': v} for s, (p, v) in pts.items()},
+                   'transfer': transfer_curves(runs) if transfer else None, 'train_seconds': train_seconds(runs),
+                   'runs': {str(s): runs[s] for s in seeds}, 'wall_seconds': time.time() - t_start, 'config': cfg},
+                  f, indent=1, default=str)
     print(text)
-    print(f"wrote {os.path.join(out_dir, 'encdec_study.md')} and figures in {figures_dir}/")
+    print(f"wrote {os.path.join(out_dir, 'encdec_study.md')}, encdec_study.json and figures in {figures_dir}/")
 
 
 if __name__ == '__main__':

@@ -228,3 +228,82 @@ def test_samsum_records_round_trip_and_train_with_transfer(tmp_path):
     s = subprocess.run([sys.executable, 'sample.py', f'--ckpt={tmp_path / "out" / "encdec"}', '--max_new_tokens=5'],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert s.returncode == 2 and 'pass the source text with --src' in s.stderr
+
+
+# ----------------------------------------------------------------------------- ./launcher.sh encdec_study
+
+def run_study(tmp, *args):
+    """analysis/encdec_study.py with everything it writes under tmp (data, runs, figures)."""
+    return subprocess.run([sys.executable, 'analysis/encdec_study.py', 'config/encdec_study.py', f'--out_dir={tmp / "out"}',
+                           f'--data_root={tmp / "data"}', f'--figures_dir={tmp / "fig"}', *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+@pytest.mark.parametrize('arg,word', [('--seeds=[]', 'seeds'), ('--seeds=[1,1]', 'seeds'), ("--seeds=[1,'a']", 'seeds'),
+                                      ('--seed=1', 'seeds'), ('--jobs=0', 'jobs')])
+def test_encdec_study_bad_settings_exit_2_one_line_nothing_written(tmp_path, arg, word):
+    r = run_study(tmp_path, arg)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and word in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope='module')
+def quick_study(tmp_path_factory):
+    """The whole study at --quick=True (2 seeds, tiny models), run twice: the second run must reuse the first."""
+    tmp = tmp_path_factory.mktemp('encdec_study')
+    first = run_study(tmp, '--quick=True')
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = tmp / 'out' / 'quick'
+    mtimes = {p: p.stat().st_mtime for p in out.glob('runs/*/metrics.jsonl')}
+    with open(out / 'encdec_study.json') as f:
+        res1 = json.load(f)
+    second = run_study(tmp, '--quick=True')
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    return tmp, out, first, second, mtimes, res1
+
+
+def table_row(md, name):
+    row = next(l for l in md.splitlines() if l.startswith(f'| {name} |'))
+    return [c.strip() for c in row.strip('|').split('|')]
+
+
+def test_encdec_study_quick_tables_are_mean_std_over_seeds(quick_study):
+    tmp, out, first, second, mtimes, res = quick_study
+    md = (out / 'encdec_study.md').read_text()
+    assert res['seeds'] == [1, 2]  # --quick: the first two of the default seeds
+    header = table_row(md, 'problem')
+    for name in ('textbooks_deconly', 'textbooks_encdec', 'samsum_deconly', 'samsum_encdec', 'samsum_encdec_transfer'):
+        per_seed = [res['eval'][str(s)][name]['target_ppl'] for s in (1, 2)]
+        assert per_seed[0] != per_seed[1], name  # the seed reaches training: two different models
+        m = sum(per_seed) / 2
+        sd = abs(per_seed[0] - per_seed[1]) / 2 ** 0.5  # sample std of two values
+        assert table_row(md, name)[header.index('target ppl')] == f'{m:.2f} ± {sd:.2f}'
+        cfgs = [json.load(open(out / 'runs' / f'{name}_s{s}' / 'config.json')) for s in (1, 2)]
+        assert [c['seed'] for c in cfgs] == [1, 2]  # each seed trained its own run with that seed...
+        assert cfgs[0]['data'] == cfgs[1]['data'] and cfgs[0]['data'].endswith('_quick')  # ...on the same data
+        if name.startswith('samsum'):
+            assert ' ± ' in table_row(md, name)[header.index('ROUGE-L')]
+    # transfer starts from the same seed's decoder-only run
+    for s in (1, 2):
+        with open(out / 'runs' / f'samsum_encdec_transfer_s{s}' / 'config.json') as f:
+            assert json.load(f)['init_from'].endswith(f'samsum_deconly_s{s}')
+    ratio = [res['eval'][str(s)]['textbooks_encdec']['target_ppl'] / res['eval'][str(s)]['textbooks_deconly']['target_ppl']
+             for s in (1, 2)]
+    assert res['ratios']['textbooks']['ppl'] == pytest.approx(ratio)  # per-seed ratios, not a ratio of means
+    assert table_row(md, 'small')[-1].count(' ± ') == 1 and len(res['scaling']['small']['target_ppl']) == 2
+    assert len(res['transfer']['scratch'][0]) == 2 and 'transfer - scratch' in md
+    for png in ('curves', 'scaling', 'transfer', 'attention_samsum', 'attention_textbooks'):
+        assert (out / 'figures' / f'{png}.png').stat().st_size > 10_000  # --quick never writes figures/encdec
+    assert not (tmp / 'fig').exists()
+
+
+def test_encdec_study_rerun_reuses_runs_and_evaluations(quick_study):
+    tmp, out, first, second, mtimes, res1 = quick_study
+    assert first.stdout.count('== training ') == 12 and second.stdout.count('== training ') == 0
+    assert second.stdout.count(': reusing ') == 12 and 'eval_tasks.py' not in second.stdout
+    assert {p: p.stat().st_mtime for p in out.glob('runs/*/metrics.jsonl')} == mtimes
+    with open(out / 'encdec_study.json') as f:
+        res2 = json.load(f)
+    assert res2['eval'] == res1['eval'] and res2['train_seconds'] == res1['train_seconds']
