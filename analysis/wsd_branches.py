@@ -1,9 +1,11 @@
 """Loss and learning rate vs tokens of a WSD run with decay branches (train.py --decay_budgets=[...]).
 
-    python analysis/wsd_branches.py --run_dir=out/wsd_branches_s1337 --out=figures/wsd_branches/wsd_branches.png
+    python analysis/wsd_branches.py --run_dir=out/wsd_branches_s1 --out=figures/wsd_branches/wsd_branches.png
+    python analysis/wsd_branches.py --run_dir=out/wsd_branches_s1 --seed_runs="['out/wsd_branches_s2', 'out/wsd_branches_s3']"
 
 Reads <run_dir>/metrics.jsonl (the stable run) and <run_dir>/decay_<budget>/metrics.jsonl (the
-branches; same step and token axis) and prints each branch's final validation loss as a table.
+branches; same step and token axis) and prints each branch's final validation loss as a table; with
+seed_runs (the same config at other seeds) the table gives mean ± std over all the runs.
 """
 import glob
 import os
@@ -11,11 +13,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.study import curve, pyplot, read_metrics  # noqa: E402
+from analysis.study import curve, fmt, pyplot, read_metrics  # noqa: E402
 
 run_dir = ''
 out = ''            # '' = <run_dir>/figures/wsd_branches.png
 smooth = 5          # moving average of the training loss over this many log points
+seed_runs = []      # more run dirs of the same config (other seeds): the table's losses become mean ± std
 
 
 def series(d, event, key):
@@ -28,15 +31,37 @@ def moving_average(y, k):
     return [sum(y[max(0, i - k + 1):i + 1]) / len(y[max(0, i - k + 1):i + 1]) for i in range(len(y))]
 
 
+def branch_dirs(d):
+    return sorted(glob.glob(os.path.join(d, 'decay_*')), key=lambda b: int(b.rsplit('_', 1)[1]))
+
+
+def final_losses(runs):
+    """{budget: [final val loss of that branch in each run]}; every run must have the same budgets."""
+    budgets = [os.path.basename(b) for b in branch_dirs(runs[0])]
+    out = {}
+    for d in runs:
+        if [os.path.basename(b) for b in branch_dirs(d)] != budgets:
+            raise configurator.UserError(f"{d} has branches {[os.path.basename(b) for b in branch_dirs(d)]}, "
+                                         f"{runs[0]} has {budgets}: pass runs of the same config")
+        for b in budgets:
+            vals = [v for _, v in curve(os.path.join(d, b), 'val_loss')]
+            out.setdefault(int(b.split('_')[1]), []).append(vals[-1] if vals else float('nan'))
+    return out
+
+
 def main():
     configurator.configure(globals())
-    if not run_dir or not os.path.exists(os.path.join(run_dir, 'metrics.jsonl')):
-        raise configurator.UserError(f"--run_dir='{run_dir}' has no metrics.jsonl: pass a train.py run directory")
+    runs = [run_dir] + list(seed_runs)
+    for d in runs:
+        if not d or not os.path.exists(os.path.join(d, 'metrics.jsonl')):
+            raise configurator.UserError(f"'{d}' has no metrics.jsonl: pass train.py run directories "
+                                         f"(--run_dir, --seed_runs)")
     from schedule import format_tokens
     plt = pyplot()
-    branches = sorted(glob.glob(os.path.join(run_dir, 'decay_*')), key=lambda d: int(d.rsplit('_', 1)[1]))
+    branches = branch_dirs(run_dir)
     if not branches:
         raise configurator.UserError(f"no decay_<budget>/ branches in {run_dir}: train with --decay_budgets=[...]")
+    losses = final_losses(runs)
     fig, (ax, lr_ax) = plt.subplots(2, 1, figsize=(7.5, 6), sharex=True, gridspec_kw={'height_ratios': [3, 1]})
     x, y = series(run_dir, 'train', 'loss')
     ax.plot(x, moving_average(y, smooth), color='0.4', lw=1, label='stable run (train)')
@@ -53,7 +78,7 @@ def main():
         ax.plot(vx, vy, 's', color=color, ms=4, label=f'decay to {format_tokens(budget)} (val)')
         ax.axvline(start, color=color, ls=':', lw=0.8)
         lr_ax.plot(*series(d, 'train', 'lr'), color=color)
-        rows.append((format_tokens(budget), format_tokens(start), vy[-1] if vy else None))
+        rows.append((format_tokens(budget), format_tokens(start), losses[budget]))
     ax.set(ylabel='loss (nats/token)', title=f'WSD decay branches of {os.path.basename(os.path.normpath(run_dir))} '
            f'(dotted: pre-decay checkpoints)')
     lo = min(min(line.get_ydata()) for line in ax.get_lines() if not line.get_label().startswith('_'))
@@ -64,9 +89,10 @@ def main():
     path = out or os.path.join(run_dir, 'figures', 'wsd_branches.png')
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     fig.savefig(path, dpi=90)
-    print('| budget | decay starts at | final val loss |\n|---|---|---|')
+    head = 'final val loss' if len(runs) == 1 else f'final val loss (mean ± std, {len(runs)} runs)'
+    print(f'| budget | decay starts at | {head} |\n|---|---|---|')
     for b, s, v in rows:
-        print(f'| {b} | {s} | {v:.4f} |' if v is not None else f'| {b} | {s} | n/a |')
+        print(f'| {b} | {s} | {fmt(v, 4) if len(v) > 1 else f"{v[0]:.4f}"} |')
     print(f"wrote {path}")
 
 

@@ -78,6 +78,19 @@ def test_decay_branches_resume_from_predecay_and_equal_plain_runs(tiny_data, tmp
     r = run_train(common + [f'--decay_budgets=[{long}]', '--run_name=wsd', f'--branch={short}'],
                   tiny_data, tmp_path / 'b', check=False)
     assert r.returncode == 2 and 'no pre-decay checkpoint' in r.stderr
+    # the figure script's table: each branch's final val loss; over several runs mean ± std (here one run twice)
+    fig = tmp_path / 'wsd.png'
+    a = subprocess.run([sys.executable, 'analysis/wsd_branches.py', f'--run_dir={d}', f"--seed_runs=['{d}']",
+                        f'--out={fig}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert a.returncode == 0, a.stderr[-2000:]
+    for budget in (short, long):
+        last = [m for m in metrics(os.path.join(d, f'decay_{budget}')) if m['event'] == 'evaluate'][-1]['val_loss']
+        assert f"{last:.4f} ± 0.0000 |" in a.stdout
+    assert 'mean ± std, 2 runs' in a.stdout and fig.stat().st_size > 5000
+    bad = subprocess.run([sys.executable, 'analysis/wsd_branches.py', f'--run_dir={d}',
+                          f"--seed_runs=['{run_dir(tmp_path / 'p')}']", f'--out={tmp_path / "bad.png"}'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and 'same config' in bad.stderr and not (tmp_path / 'bad.png').exists()
 
 
 def test_model_size_preset_with_explicit_values_winning(tiny_data, tmp_path):
