@@ -36,17 +36,26 @@ def branch_dirs(d):
 
 
 def final_losses(runs):
-    """{budget: [final val loss of that branch in each run]}; every run must have the same budgets."""
+    """{budget: ([final val loss of that branch per run], [the stable run's val loss at that budget per run])};
+    every run must have the same budgets."""
     budgets = [os.path.basename(b) for b in branch_dirs(runs[0])]
     out = {}
     for d in runs:
         if [os.path.basename(b) for b in branch_dirs(d)] != budgets:
             raise configurator.UserError(f"{d} has branches {[os.path.basename(b) for b in branch_dirs(d)]}, "
                                          f"{runs[0]} has {budgets}: pass runs of the same config")
+        stable = dict(curve(d, 'val_loss', x='tokens'))
         for b in budgets:
             vals = [v for _, v in curve(os.path.join(d, b), 'val_loss')]
-            out.setdefault(int(b.split('_')[1]), []).append(vals[-1] if vals else float('nan'))
+            budget = int(b.split('_')[1])
+            out.setdefault(budget, ([], []))[0].append(vals[-1] if vals else float('nan'))
+            out[budget][1].append(stable.get(budget))  # None: the stable run stopped before this budget
     return out
+
+
+def cell(values):
+    values = [v for v in values if v is not None]
+    return 'n/a' if not values else f'{values[0]:.4f}' if len(values) == 1 else fmt(values, 4)
 
 
 def main():
@@ -89,10 +98,10 @@ def main():
     path = out or os.path.join(run_dir, 'figures', 'wsd_branches.png')
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     fig.savefig(path, dpi=90)
-    head = 'final val loss' if len(runs) == 1 else f'final val loss (mean ± std, {len(runs)} runs)'
-    print(f'| budget | decay starts at | {head} |\n|---|---|---|')
-    for b, s, v in rows:
-        print(f'| {b} | {s} | {fmt(v, 4) if len(v) > 1 else f"{v[0]:.4f}"} |')
+    n = '' if len(runs) == 1 else f' (mean ± std, {len(runs)} runs)'
+    print(f'| budget | decay starts at | final val loss{n} | stable run at that budget (no decay){n} |\n|---|---|---|---|')
+    for b, s, (branch, stable) in rows:
+        print(f'| {b} | {s} | {cell(branch)} | {cell(stable)} |')
     print(f"wrote {path}")
 
 

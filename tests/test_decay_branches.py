@@ -86,6 +86,8 @@ def test_decay_branches_resume_from_predecay_and_equal_plain_runs(tiny_data, tmp
     for budget in (short, long):
         last = [m for m in metrics(os.path.join(d, f'decay_{budget}')) if m['event'] == 'evaluate'][-1]['val_loss']
         assert f"{last:.4f} ± 0.0000 |" in a.stdout
+    stable = {m['tokens']: m['val_loss'] for m in metrics(d) if m['event'] == 'evaluate'}
+    assert f"| {stable[short]:.4f} ± 0.0000 |" in a.stdout and long not in stable and a.stdout.count('| n/a |') == 1
     assert 'mean ± std, 2 runs' in a.stdout and fig.stat().st_size > 5000
     bad = subprocess.run([sys.executable, 'analysis/wsd_branches.py', f'--run_dir={d}',
                           f"--seed_runs=['{run_dir(tmp_path / 'p')}']", f'--out={tmp_path / "bad.png"}'],
