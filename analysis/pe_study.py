@@ -195,7 +195,7 @@ def figures(results, runs, learned_ckpt):
                  f'mean ± std over {n} seeds', fontsize=10)
     fig.colorbar(im, ax=ax, label='accuracy (mean over seeds)')
     fig.tight_layout()
-    fig.savefig(os.path.join(figures_dir, 'task_accuracy.png'), dpi=90)
+    fig.savefig(os.path.join(figures_dir, 'task_accuracy.png'), dpi=110)  # small cell labels
     plt.close(fig)
 
     learned = learned_table(learned_ckpt) if learned_ckpt else None
