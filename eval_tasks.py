@@ -9,7 +9,7 @@ exact match on prepare/numeric.py's sequences, at training and longer lengths); 
 preference accuracy and margin of a checkpoint against a reference on pairs); algorithmic (six
 tasks, greedy exact match in and out of distribution, perplexity by position out to 4x the context):
 
-    python eval_tasks.py algorithmic --ckpt=out/pe_study/pe_rope --data=stdlib --algo_n=100 --algo_fewshot=2
+    python eval_tasks.py algorithmic --ckpt=out/pe_study/pe_rope_s1 --data=stdlib --algo_n=100 --algo_fewshot=2
 
 Each task is one function `task_<name>(model, tokenizer)` reading the settings below; results
 print as a markdown table and are written as JSON to `out`.

@@ -1,7 +1,7 @@
 """Every pos_emb encoding as a (position x dim) image, with its position-similarity matrix.
 
     python analysis/pe_encodings.py --positions=256 --dim=128 --out=figures/pe_study/encodings.png
-    python analysis/pe_encodings.py --learned_ckpt=out/pe_study/pe_learned   # trained learned table
+    python analysis/pe_encodings.py --learned_ckpt=out/pe_study/pe_learned_s1   # trained learned table
 
 Similarity is the cosine between the vectors of two positions. For rope the "vector" of a position
 is its (cos, sin) rotation table, whose cosine similarity is the relative kernel mean_k cos((i-j) theta_k)

@@ -1,4 +1,4 @@
-"""CPU positional-encoding study: nine pos_emb encodings, small models with a 10% algorithmic mix, one table + figures (~15 min)."""
+"""CPU positional-encoding study: nine pos_emb encodings x 3 seeds, small models with a 10% algorithmic mix, mean ± std tables + figures (~15-30 min)."""
 # script: analysis/pe_study.py
 # Settings are analysis/pe_study.py's; --quick=True shrinks everything to a seconds-long smoke run.
 data = 'stdlib'
@@ -9,3 +9,5 @@ max_iters = 200
 learning_rate = 3e-3
 algo_mix = 0.1
 eval_n = 40
+seeds = [1, 2, 3]
+jobs = 2          # two 1-thread trainings side by side (2-core CPU)
