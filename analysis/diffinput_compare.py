@@ -43,6 +43,7 @@ ppl_stride = 64                  # sliding-window stride for the perplexity tabl
 ppl_max_tokens = 100_000
 threads = 1                      # OMP_NUM_THREADS of the training and evaluation processes
 jobs = 2                         # trainings side by side (two 1-thread runs fill a 2-core CPU)
+lr_extend = 2                    # best lr at the edge of lrs: try 2x (or 1/2x) beyond it, up to this many times
 quick = False                    # tiny models, a few steps, the lowest and highest lr, the first two seeds
 
 MODELS = {'baseline': False, 'diff_input': True}   # name -> diff_input; the first is the steps-to-loss baseline
@@ -72,7 +73,7 @@ def main():
     global n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters, warmup_iters, eval_interval
     global eval_iters, ppl_stride, ppl_max_tokens, lrs, seeds, out_dir
     cfg = configurator.configure(globals())
-    check_sweep(lrs, seeds, sweep_iters, max_iters, jobs)
+    check_sweep(lrs, seeds, sweep_iters, max_iters, jobs, lr_extend)
     if quick:
         n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters = 1, 2, 16, 32, 4, 6, 6
         warmup_iters, eval_interval, eval_iters, ppl_stride, ppl_max_tokens = 2, 2, 1, 16, 200
@@ -85,7 +86,7 @@ def main():
     sweep, best, runs = sweep_then_seeds(
         list(MODELS), lrs, seeds, sweep_iters, max_iters,
         lambda name, lr, seed, iters: train_run(train_args(name, lr, seed, iters), out_dir,
-                                                run_name(name, lr, seed, iters), threads=threads, echo=('',)), jobs)
+                                                run_name(name, lr, seed, iters), threads=threads, echo=('',)), jobs, lr_extend)
     ppl = {name: [{s: perplexity(d, s) for s in (block_size, ppl_stride)} for d in dirs] for name, dirs in runs.items()}
     write_results(cfg, sweep, best, runs, ppl)
     print(f"== diffinput_compare: {time.time() - t0:.0f}s", flush=True)

@@ -5,7 +5,8 @@ seeds and report mean ± std. Shared by analysis/variants_compare.py and analysi
 
 Phase 1 (sweep): every variant at every lr of `lrs`, seed seeds[0], sweep_iters steps; the best lr of a
 variant is the one with the lowest final validation loss (a tie goes to the lower lr; a run stopped by a
-non-finite loss counts as inf). Phase 2 (seeds): every variant at its best lr with every seed, max_iters
+non-finite loss counts as inf). A variant whose best lr is the highest (lowest) it tried gets 2x (1/2x) that
+lr too, up to `extend` (lr_extend) times, so each variant's rate is bracketed, not capped by a shared grid. Phase 2 (seeds): every variant at its best lr with every seed, max_iters
 steps. When sweep_iters == max_iters the seeds[0] run has the sweep run's arguments and train_run reuses it.
 `train(variant, lr, seed, iters)` returns a run dir (a study calls analysis.study.train_run in it).
 """
@@ -18,7 +19,7 @@ def run_name(variant, lr, seed, iters):
     return f'{variant}_lr{lr:g}_s{seed}_{iters}it'
 
 
-def check_sweep(lrs, seeds, sweep_iters, max_iters, jobs=1):
+def check_sweep(lrs, seeds, sweep_iters, max_iters, jobs=1, lr_extend=0):
     """The sweep's settings, checked before anything runs (one line, exit 2 through UserError)."""
     if not lrs or not seeds or min(lrs) <= 0:
         raise UserError(f"lrs={lrs} and seeds={seeds} need at least one value each (lrs > 0), "
@@ -27,6 +28,8 @@ def check_sweep(lrs, seeds, sweep_iters, max_iters, jobs=1):
         raise UserError(f"sweep_iters={sweep_iters}, max_iters={max_iters}: both must be >= 1")
     if not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"jobs={jobs!r}: the number of trainings side by side must be an integer >= 1, e.g. --jobs=2")
+    if not isinstance(lr_extend, int) or lr_extend < 0:
+        raise UserError(f"lr_extend={lr_extend!r}: how often to go past an edge of lrs must be an integer >= 0")
 
 
 def quick_sweep(lrs, seeds):
@@ -43,8 +46,20 @@ def best_lr(sweep):
     return min(finite, key=lambda lr: sweep[lr])  # min keeps the first (lowest lr) of equal losses
 
 
-def sweep_then_seeds(variants, lrs, seeds, sweep_iters, max_iters, train, jobs=1):
+def beyond_edge(sweep_v):
+    """The next lr to try when a variant's best lr is at an edge of what it has tried (x2 above the top, /2 below
+    the bottom), else None: a best lr at the edge of the grid is a bound, not a tuned rate."""
+    best = best_lr(sweep_v)
+    if len(sweep_v) > 1 and best == max(sweep_v):
+        return best * 2
+    if len(sweep_v) > 1 and best == min(sweep_v):
+        return best / 2
+    return None
+
+
+def sweep_then_seeds(variants, lrs, seeds, sweep_iters, max_iters, train, jobs=1, extend=2):
     """-> sweep {variant: {lr: final val loss}}, best {variant: lr}, runs {variant: [run dir per seed]}.
+    After the grid, a variant whose best lr is at an edge gets one more lr beyond it, up to `extend` times.
     jobs > 1 trains that many runs side by side (analysis.study.in_parallel)."""
     def sweep_run(v_lr):
         v, lr = v_lr
@@ -58,8 +73,14 @@ def sweep_then_seeds(variants, lrs, seeds, sweep_iters, max_iters, train, jobs=1
     pairs = [(v, lr) for v in variants for lr in lrs]
     losses = dict(zip(pairs, in_parallel(sweep_run, pairs, jobs)))
     sweep = {v: {lr: losses[v, lr] for lr in lrs} for v in variants}
+    for _ in range(extend):
+        more = [(v, beyond_edge(sweep[v])) for v in variants if beyond_edge(sweep[v]) is not None]
+        if more:
+            print("== best lr at the edge, trying " + ', '.join(f'{v} lr {lr:g}' for v, lr in more), flush=True)
+        for (v, lr), x in zip(more, in_parallel(sweep_run, more, jobs)):
+            sweep[v][lr] = x
     for v in variants:
-        print(f"== sweep {v}: " + ', '.join(f'lr {lr:g} -> {x:.4f}' for lr, x in sweep[v].items()), flush=True)
+        print(f"== sweep {v}: " + ', '.join(f'lr {lr:g} -> {x:.4f}' for lr, x in sorted(sweep[v].items())), flush=True)
     best = {v: best_lr(sweep[v]) for v in variants}
     todo = [(v, s) for v in variants for s in seeds]
     dirs = dict(zip(todo, in_parallel(lambda vs: train(vs[0], best[vs[0]], vs[1], max_iters), todo, jobs)))
@@ -110,8 +131,8 @@ def sweep_table(sweep, best, sweep_iters, seed):
             row[f'lr {lr:g}'] = f'**{cell}**' if lr == best[v] else cell
         rows.append(row)
     edge = [v for v, s in sweep.items() if len(s) > 1 and best[v] in (min(s), max(s))]
-    note = (f"\nBest lr at the edge of the grid for {', '.join(edge)}: a wider sweep might find a better rate.\n"
-            if edge else '')
+    note = (f"\nBest lr still at the edge of what was tried for {', '.join(edge)}: a wider sweep (--lrs, --lr_extend) "
+            f"might find a better rate.\n" if edge else '')
     return (f'Learning-rate sweep: final validation loss after {sweep_iters} steps, seed {seed} (best in bold)\n\n'
             + markdown(rows) + note)
 

@@ -50,6 +50,7 @@ eval_iters = 10
 train = True                 # False: only read finished runs and redo the report (fails if one is missing)
 threads = 1                  # OMP_NUM_THREADS of the training runs
 jobs = 2                     # trainings side by side (two 1-thread runs fill a 2-core CPU)
+lr_extend = 2                # best lr at the edge of lrs: try 2x (or 1/2x) beyond it, up to this many times
 quick = False                # tiny models, a few steps, the lowest and highest lr, the first two seeds: seconds (tests)
 
 FLAGS = {'GPT': dict(), 'nGPT': dict(ngpt=True), 'DiffTransformer': dict(attn='diff'),
@@ -107,7 +108,7 @@ def main():
     if n_head % 2:
         raise configurator.UserError(f"n_head={n_head} is odd: the differential variants use n_head // 2 heads of two "
                                      f"halves each; pick an even n_head")
-    check_sweep(lrs, seeds, sweep_iters, max_iters, jobs)
+    check_sweep(lrs, seeds, sweep_iters, max_iters, jobs, lr_extend)
     if quick:
         n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters = 1, 2, 16, 32, 4, 6, 6
         eval_interval, eval_iters = 2, 1
@@ -132,7 +133,8 @@ def main():
             raise configurator.UserError(f"no finished run {os.path.join(out_dir, name)}: run with --train=True first")
         return os.path.join(out_dir, name)
 
-    sweep, best, runs = sweep_then_seeds(variants, [float(x) for x in lrs], list(seeds), sweep_iters, max_iters, run, jobs)
+    sweep, best, runs = sweep_then_seeds(variants, [float(x) for x in lrs], list(seeds), sweep_iters, max_iters, run, jobs,
+                                         lr_extend)
     report(cfg, sweep, best, runs)
     print(f"== variants_compare: {time.time() - t0:.0f}s", flush=True)
 

@@ -280,12 +280,36 @@ def test_seed_summary_against_hand_made_curves():
     assert steps == [0, 10, 20] and mean[1] == pytest.approx(4.55) and lo[2] == 3.9 and hi[2] == 4.5
 
 
+def test_sweep_goes_past_an_edge_best_lr_until_bracketed(tmp_path):
+    """A best lr at the top (bottom) of the grid gets 2x (1/2x) tries, at most `extend` rounds; an inside best stops
+    it. Fake runs: a metrics.jsonl whose final val loss is a bowl in log(lr) with its minimum at lr_opt[variant]."""
+    from analysis.lr_sweep import sweep_then_seeds
+    lr_opt = {'low': 1e-4, 'mid': 2e-3, 'high': 5e-2}
+    calls = []
+
+    def train(v, lr, seed, iters):
+        calls.append((v, lr, seed, iters))
+        d = tmp_path / f'{v}_{lr:g}_{seed}_{iters}'
+        d.mkdir(exist_ok=True)
+        loss = 4 + math.log(lr / lr_opt[v]) ** 2
+        (d / 'metrics.jsonl').write_text(json.dumps({'event': 'evaluate', 'step': iters, 'val_loss': loss}) + '\n')
+        return str(d)
+    sweep, best, runs = sweep_then_seeds(list(lr_opt), [1e-3, 2e-3, 4e-3], [1, 2], 5, 5, train, jobs=2, extend=2)
+    assert sorted(sweep['mid']) == [1e-3, 2e-3, 4e-3] and best['mid'] == 2e-3          # inside: nothing more
+    assert sorted(sweep['high']) == [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]                   # 2 rounds, still at the edge
+    assert sorted(sweep['low']) == [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3] and best['low'] == 2.5e-4
+    assert [len(d) for d in runs.values()] == [2, 2, 2] and best['high'] == 1.6e-2
+    assert sum(c[3] == 5 and c[2] == 2 for c in calls) == 3                             # one seed-2 run each
+    sweep, best, _ = sweep_then_seeds(['high'], [1e-3, 4e-3], [1], 5, 5, train, extend=0)   # extend=0: the grid only
+    assert sorted(sweep['high']) == [1e-3, 4e-3] and best['high'] == 4e-3
+
+
 def test_variants_compare_quick_sweeps_then_seeds_and_reuses(tiny_data, tmp_path):
     """--quick: 2 lrs x 2 variants sweep at seed 1, then the best lr of each with 2 seeds (seed 1 of the best lr
     is the sweep's own run: same steps, same arguments); a re-run trains nothing."""
     from analysis.study import curve, final
     cmd = ['./launcher.sh', 'variants_compare', '--quick=True', "--variants=['GPT', 'DiffNGPT']", '--lrs=[1e-4, 1e-2]',
-           '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}']
+           '--lr_extend=0', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}']
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -323,12 +347,14 @@ def test_variants_compare_quick_sweeps_then_seeds_and_reuses(tiny_data, tmp_path
     assert bad.returncode == 2 and 'lrs' in bad.stderr
     bad = subprocess.run(cmd + ['--jobs=0'], cwd=ROOT, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and 'jobs=0' in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = subprocess.run(cmd + ['--lr_extend=-1'], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and 'lr_extend=-1' in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_variants_compare_a_diverged_lr_loses_the_sweep(tiny_data, tmp_path):
     """A sweep run stopped by a non-finite loss counts as diverged (inf), not as a failure of the study."""
     r = subprocess.run(['./launcher.sh', 'variants_compare', '--quick=True', "--variants=['GPT']", '--lrs=[1e-3, 1e6]',
-                        '--seeds=[1]', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}'],
+                        '--lr_extend=0', '--seeds=[1]', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}'],
                        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.load(open(tmp_path / 'quick' / 'results.json'))
