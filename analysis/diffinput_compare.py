@@ -141,7 +141,7 @@ def delta_norm_histogram(run_dir, path):
     ax.hist(norms, bins=60, alpha=0.7, label=f'|e_t - e_(t-1)| (stack input), mean {norms.mean():.2f}')
     ax.hist(emb, bins=60, alpha=0.6, label=f'|e_t| (plain embedding), mean {emb.mean():.2f}')
     ax.set(xlabel='L2 norm', ylabel=f'count ({len(norms):,} positions of one val batch)',
-           title=f'Differential input: delta norms vs embedding norms ({os.path.basename(run_dir)})')
+           title=f'Differential input: delta norms vs embedding norms\n({os.path.basename(run_dir)})')
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
