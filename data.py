@@ -476,6 +476,12 @@ def building(out_dir):
         raise
 
 
+def provenance():
+    """The meta.json fields that say how and when a data set was made (the exact command line, UTC time)."""
+    return {'made_by': shlex.join([os.path.basename(sys.executable)] + sys.argv),
+            'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
+
+
 def write_lm_dataset(out_dir, splits, tokenizer, meta_extra=None, shard_tokens=10_000_000, batch_docs=256):
     """Tokenize documents into `out_dir` with <|endoftext|> after each document.
 
@@ -524,8 +530,7 @@ def write_lm_dataset(out_dir, splits, tokenizer, meta_extra=None, shard_tokens=1
                              'unigram_entropy': round(float(-(p * np.log(p)).sum()), 4)}
         meta = {'tokenizer': tokenizer.spec, 'vocab_size': vocab, 'eot_id': tokenizer.eot_id,
                 'pad_id': tokenizer.pad_id, 'sep_id': tokenizer.sep_id, 'splits': counts,
-                'source': '', 'made_by': shlex.join([os.path.basename(sys.executable)] + sys.argv),
-                'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
+                'source': '', **provenance()}
         meta.update(meta_extra or {})
         if tokenizer.spec['kind'] == 'bpe':
             save_ranks_file(tokenizer.spec, os.path.join(tmp, 'tokenizer.bpe'))

@@ -8,7 +8,6 @@ Each record is one example: prompt, answer, newline, <|endoftext|>.
     python prepare/algorithmic.py --data=stdlib --block_size=128   # -> data/algorithmic_stdlib_128
 """
 import os
-import shlex
 import sys
 import time
 
@@ -60,8 +59,7 @@ def main():
         'pad_id': meta.get('pad_id'), 'sep_id': meta.get('sep_id'), 'splits': {},
         'records': {'train': len(records)}, 'tokens': n_tokens, 'block_size': block_size, 'tasks': counts,
         'source': f'algorithmic tasks, filler from {src} (train)',
-        'made_by': shlex.join([os.path.basename(sys.executable)] + sys.argv), 'config': config,
-        'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})
+        'config': config, **datalib.provenance()})
     print(f"wrote {out_dir}: {len(records):,} examples, {n_tokens:,} tokens ({counts}); {time.time() - t0:.1f}s")
 
 

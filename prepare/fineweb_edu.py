@@ -14,7 +14,6 @@ documents; its spec is kept in progress.json so a continued run tokenizes the sa
 """
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -181,8 +180,7 @@ def main():
             'sep_id': tok.sep_id, 'splits': splits, 'source': source, 'config_name': config_name, 'field': field,
             'held_out': {'split': 'val', 'docs': state['val']['docs'], 'stream_range': [0, val_docs]},
             'train_docs': state['train']['docs'], 'exhausted': state['exhausted'],
-            'made_by': shlex.join([os.path.basename(sys.executable)] + sys.argv), 'config': config,
-            'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
+            'config': config, **data.provenance()}
     if tok.spec['kind'] == 'bpe':
         data.save_ranks_file(tok.spec, os.path.join(out_dir, 'tokenizer.bpe'))
     data.write_meta(out_dir, meta)  # last: marks the set complete

@@ -15,7 +15,6 @@ independently, so a short test string can also occur in train (there are only 10
 from length 6 on an overlap is rare (10^6 strings). Everything is a function of `seed`.
 """
 import os
-import shlex
 import sys
 import time
 
@@ -87,9 +86,7 @@ def main():
         'tokenizer': tok.spec, 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id, 'sep_id': tok.sep_id,
         'pad_id': tok.pad_id, 'splits': {}, 'seq2seq': counts, 'task': task, 'train_len': train_len,
         'test_len': test_len or 2 * train_len, 'n_test': n_test,
-        'source': f'generated digit strings ({task})', 'config': cfg,
-        'made_by': shlex.join([os.path.basename(sys.executable)] + sys.argv),
-        'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})
+        'source': f'generated digit strings ({task})', 'config': cfg, **data.provenance()})
     print(f"wrote {out_dir}: " + ', '.join(f"{k} {v['records']:,}" for k, v in counts.items())
           + f" records; {time.time() - t0:.1f}s")
 

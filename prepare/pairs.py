@@ -190,9 +190,7 @@ def build_pairs(lm_dir, pairs_dir, **overrides):
                 print(f"warning: {split}: {len(recs)} pairs, fewer than the {want[split]} asked for "
                       f"({len(docs)} documents in '{cfg['from_split']}')", file=sys.stderr)
         out = {k: meta[k] for k in ('tokenizer', 'vocab_size', 'eot_id', 'pad_id', 'sep_id')}
-        out.update(kind='pairs', splits=counts, source=os.path.abspath(lm_dir), config=cfg,
-                   made_by=' '.join([os.path.basename(sys.executable)] + sys.argv),
-                   created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+        out.update(kind='pairs', splits=counts, source=os.path.abspath(lm_dir), config=cfg, **datalib.provenance())
         datalib.write_meta(tmp, out)
     return out
 
