@@ -5,12 +5,13 @@ pairs, several seeds per point, after a small learning-rate sweep per variant.
     ./launcher.sh mqar_study                  # = python analysis/mqar_study.py config/mqar_study.py
     ./launcher.sh mqar_study --quick=True     # seconds: tiny models, a few steps (smoke test)
 
-Steps: prepare/mqar.py per number of pairs (data_root/mqar_kv<n>); the sweep: every variant at
-sweep_width and sweep_pairs, one seed, each of lrs; the best rate of each variant (lowest final
-validation loss, i.e. chosen on val, never on test) is then used for every point of the grid
-variants x widths x pairs x seeds. Each run is train.py in a subprocess (analysis/study.train_run,
-which reuses a finished run of the same arguments). Accuracy = teacher-forced argmax at the queried
-values of the test split, nothing else (mqar_accuracy), cached in each run dir.
+Steps: prepare/mqar.py per number of pairs (data_root/mqar_kv<n>); the sweep (analysis/lr_sweep.py): every
+variant at every width with sweep_pairs pairs, one seed, each of lrs (a best rate at an edge of lrs gets 2x or
+1/2x more, up to lr_extend times); the best rate of each (variant, width) (lowest final validation loss: chosen
+on val, never on test) is then used for that variant and width at every number of pairs and seed. Each run is
+train.py in a subprocess (analysis/study.train_run, which reuses a finished run of the same arguments), `jobs`
+of them side by side. Accuracy = teacher-forced argmax at the queried values of the test split, nothing else
+(mqar_accuracy), cached in each run dir.
 Writes figures_dir/accuracy_vs_width.png, figures_dir/results.md and results.json.
 """
 import json
@@ -19,7 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from analysis.study import ROOT, final, fmt, mean_std, run_script, train_run  # noqa: E402
+from analysis.lr_sweep import check_sweep, sweep_then_seeds  # noqa: E402
+from analysis.study import ROOT, final, fmt, in_parallel, mean_std, run_script, train_run  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -33,17 +35,21 @@ variants = ['softmax', 'linear', 'diff', 'ngpt', 'diffngpt']
 widths = [16, 32, 64]           # n_embd
 pairs = [4, 8]                  # key-value pairs per sequence (= queries per sequence)
 seeds = [1, 2, 3]
-lrs = [1e-3, 2e-3, 4e-3]        # the sweep, per variant
-sweep_width = 32
-sweep_pairs = 4
+lrs = [3e-4, 1e-3, 3e-3, 1e-2]  # the sweep, per variant and width
+lr_extend = 2                   # a best lr at an edge of lrs gets up to this many 2x (1/2x) tries beyond it
+sweep_pairs = 4                 # the sweep's number of pairs (its rate is used for every number of pairs)
+jobs = 2                        # trainings side by side (two 1-thread runs fill a 2-core CPU)
 n_layer = 2
-n_head = 2                      # the differential variants use n_head // 2 (each head has two q/k halves)
+n_head = 1                      # one head, as Zoology's attention baseline (with 2 heads softmax stayed on the
+                                # plateau longer); attn='diff' uses max(1, n_head // 2) heads of two q/k halves
+solved = 0.9                    # a seed with test accuracy >= this counts as solved (the tables' k/n)
 n_keys = 16                     # key tokens; values are another n_vals tokens (a small vocabulary learns
 n_vals = 16                     # faster: with 32 + 32 tokens, 600 steps stayed near the ln(pairs) plateau)
+queries = 'with_replacement'    # prepare/mqar.py: 'permutation' lets the last answers follow by elimination
 n_train = 20000                 # sequences per number of pairs (train split)
 n_test = 1000
 batch_size = 32
-max_iters = 500
+max_iters = 1500                # softmax at width 64 leaves the plateau after ~500-1000 steps
 warmup_iters = 30               # non-nGPT variants (nGPT: 0, as in analysis/variants_compare.py)
 weight_decay = 0.1              # non-nGPT variants (nGPT: 0)
 threads = 1                     # OMP_NUM_THREADS of each training run (the CPU is shared)
@@ -58,7 +64,8 @@ LABELS = {'softmax': 'softmax', 'linear': 'linear', 'diff': 'differential', 'ngp
 def prepare(cfg, n):
     """data_root/mqar_kv<n>, rebuilt when it was made with other settings."""
     path = os.path.join(cfg['data_root'], f'mqar_kv{n}')
-    want = dict(n_pairs=n, n_keys=cfg['n_keys'], n_vals=cfg['n_vals'], n_train=cfg['n_train'], n_test=cfg['n_test'])
+    want = dict(n_pairs=n, n_keys=cfg['n_keys'], n_vals=cfg['n_vals'], n_train=cfg['n_train'], n_test=cfg['n_test'],
+                queries=cfg['queries'])
     stale = datalib.is_prepared(path) and any(datalib.load_meta(path)['config'].get(k) != v for k, v in want.items())
     if stale or not datalib.is_prepared(path):
         run_script(['prepare/mqar.py', f'--out_dir={path}', *[f'--{k}={v}' for k, v in want.items()],
@@ -69,8 +76,9 @@ def prepare(cfg, n):
 def train_args(cfg, variant, width, n, lr, seed):
     f = FLAGS[variant]
     ngpt = f.get('ngpt', False)
+    heads = max(1, cfg['n_head'] // 2) if f.get('attn') == 'diff' else cfg['n_head']
     args = dict(data=f'mqar_kv{n}', data_root=cfg['data_root'], objective='records', n_layer=cfg['n_layer'],
-                n_head=cfg['n_head'] // (2 if f.get('attn') == 'diff' else 1), n_embd=width, block_size=4 * n + 1,
+                n_head=heads, n_embd=width, block_size=4 * n + 1,
                 pos_emb='rope', norm='rmsnorm', mlp='swiglu', bias=False, batch_size=cfg['batch_size'],
                 max_iters=cfg['max_iters'], learning_rate=lr, min_lr=0.0, lr_schedule='cosine',
                 warmup_iters=0 if ngpt else cfg['warmup_iters'], weight_decay=0.0 if ngpt else cfg['weight_decay'],
@@ -113,60 +121,72 @@ def run_name(variant, width, n, lr, seed):
     return f'{variant}_d{width}_kv{n}_lr{lr:g}_s{seed}'
 
 
-def one(cfg, data_dirs, variant, width, n, lr, seed):
-    name = run_name(variant, width, n, lr, seed)
-    rd = train_run(train_args(cfg, variant, width, n, lr, seed), cfg['out_dir'], name, threads=cfg['threads'])
-    return {'variant': variant, 'width': width, 'pairs': n, 'lr': lr, 'seed': seed, 'run': name,
-            'val_loss': final(rd), 'accuracy': accuracy_of(rd, data_dirs[n])}
+def cell(grid, v, w, n):
+    return [r['accuracy'] for r in grid if (r['variant'], r['width'], r['pairs']) == (v, w, n)]
 
 
 def plot(cfg, grid, path):
+    """Accuracy vs width per number of pairs: mean with a ±std band over seeds, every seed as a dot."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(cfg['pairs']), figsize=(5 * len(cfg['pairs']), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(cfg['pairs']), figsize=(5.5 * len(cfg['pairs']), 4.3), squeeze=False, sharey=True)
+    ws = cfg['widths']
     for ax, n in zip(axes[0], cfg['pairs']):
-        for v in cfg['variants']:
-            ms = [mean_std([r['accuracy'] for r in grid if (r['variant'], r['width'], r['pairs']) == (v, w, n)])
-                  for w in cfg['widths']]
+        for i, v in enumerate(cfg['variants']):
+            ms = [mean_std(cell(grid, v, w, n)) for w in ws]
             m, s = np.array([a for a, _ in ms]), np.array([b for _, b in ms])
-            line, = ax.plot(cfg['widths'], m, marker='o', label=LABELS[v])
-            ax.fill_between(cfg['widths'], np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color=line.get_color(), alpha=0.2)
+            line, = ax.plot(ws, m, marker='o', label=LABELS[v])
+            ax.fill_between(ws, np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color=line.get_color(), alpha=0.1)
+            for w in ws:  # the seeds themselves: a point is often some solved and some not
+                acc = cell(grid, v, w, n)
+                ax.plot([w * 1.04 ** (i - 2)] * len(acc), acc, '.', color=line.get_color(), ms=6, alpha=0.8)
         ax.axhline(1 / cfg['n_vals'], color='gray', ls=':', lw=1, label=f'chance (1/{cfg["n_vals"]})')
-        # the plateau of a model that only learned "answer with one of this sequence's values"
-        ax.axhline(1 / n, color='black', ls='--', lw=1, label='1/pairs (a value of the sequence at random)')
+        # the plateau of a model that only learned "answer with one of this sequence's values": right with
+        # probability (1 + (n-1)/n_vals)/n, as the other n-1 values equal the answer 1/n_vals of the time
+        ax.axhline((1 + (n - 1) / cfg['n_vals']) / n, color='black', ls='--', lw=1,
+                   label='a value of the sequence at random')
         ax.set_xscale('log', base=2)
-        ax.set_xticks(cfg['widths'], [str(w) for w in cfg['widths']])
+        ax.set_xticks(ws, [str(w) for w in ws])
         ax.set_xlabel('model width (n_embd)')
         ax.set_title(f'{n} key-value pairs ({4 * n + 2} tokens)')
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel('test accuracy on queried values')
-    axes[0][-1].legend(fontsize=8, loc='best')
-    fig.suptitle(f'MQAR accuracy vs width ({cfg["n_layer"]} layers, {cfg["max_iters"]} steps; '
-                 f'mean ± std over {len(cfg["seeds"])} seeds)')
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc='lower center', ncol=7, fontsize=8)
+    fig.suptitle(f'MQAR accuracy vs width ({cfg["n_layer"]} layers, {cfg["max_iters"]} steps, lr tuned per variant '
+                 f'and width; mean, ±std band and dots = {len(cfg["seeds"])} seeds)')
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the panels
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def tables(cfg, sweep, best, grid):
-    """Markdown: the sweep (val loss, accuracy) with the chosen rate, then accuracy mean ± std per point."""
-    head = '| variant | ' + ' | '.join(f'lr {lr:g}' for lr in cfg['lrs']) + ' | chosen |'
-    lines = [f"Learning-rate sweep (width {cfg['sweep_width']}, {cfg['sweep_pairs']} pairs, seed {cfg['seeds'][0]}): "
-             f"final validation loss / test accuracy", '', head, '|' + '---|' * (len(cfg['lrs']) + 2)]
-    for v in cfg['variants']:
-        cells = [f"{r['val_loss']:.3f} / {r['accuracy']:.3f}" for lr in cfg['lrs'] for r in sweep if (r['variant'], r['lr']) == (v, lr)]
-        lines.append(f"| {LABELS[v]} | " + ' | '.join(cells) + f" | {best[v]:g} |")
-    lines += ['', f"Test accuracy on the queried values, mean ± std over {len(cfg['seeds'])} seeds", '',
-              '| variant | pairs | ' + ' | '.join(f'd={w}' for w in cfg['widths']) + ' |',
+def tables(cfg, sweep, best, sweep_acc, grid):
+    """Markdown: the sweep (val loss / test accuracy, chosen rate in bold), then accuracy mean ± std per point."""
+    lrs = sorted({lr for d in sweep.values() for lr in d})
+    lines = [f"Learning-rate sweep ({cfg['sweep_pairs']} pairs, seed {cfg['seeds'][0]}, {cfg['max_iters']} steps): "
+             f"final validation loss / test accuracy; the rate with the lowest validation loss (bold) is used at every "
+             f"number of pairs", '', '| variant | width | ' + ' | '.join(f'lr {lr:g}' for lr in lrs) + ' |',
+             '|' + '---|' * (len(lrs) + 2)]
+    for (v, w), d in sweep.items():
+        cells = []
+        for lr in lrs:
+            c = '-' if lr not in d else f"{d[lr]:.3f} / {sweep_acc[v, w, lr]:.3f}"
+            cells.append(f'**{c}**' if lr == best[v, w] else c)
+        lines.append(f"| {LABELS[v]} | {w} | " + ' | '.join(cells) + ' |')
+    edge = [f'{LABELS[v]} d={w}' for (v, w), d in sweep.items() if len(d) > 1 and best[v, w] in (min(d), max(d))]
+    if edge:
+        lines += ['', f"Best rate still at the edge of what was tried for {', '.join(edge)}."]
+    n_s = len(cfg['seeds'])
+    lines += ['', f"Test accuracy on the queried values, mean ± std over {n_s} seeds (k/{n_s}: seeds with accuracy "
+              f">= {cfg['solved']})", '', '| variant | pairs | ' + ' | '.join(f'd={w}' for w in cfg['widths']) + ' |',
               '|' + '---|' * (len(cfg['widths']) + 2)]
     for n in cfg['pairs']:
         for v in cfg['variants']:
-            cells = [fmt([r['accuracy'] for r in grid if (r['variant'], r['width'], r['pairs']) == (v, w, n)], 2)
-                     for w in cfg['widths']]
+            cells = [fmt(a, 2) + f" ({sum(x >= cfg['solved'] for x in a)}/{len(a)})"
+                     for a in (cell(grid, v, w, n) for w in cfg['widths'])]
             lines.append(f"| {LABELS[v]} | {n} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -174,40 +194,56 @@ def tables(cfg, sweep, best, grid):
 def main():
     cfg = configurator.configure(globals())
     if cfg['quick']:  # seconds: two widths, one small pair count, two seeds, one rate, a few steps
-        cfg.update(widths=[16, 32], pairs=[2], seeds=[1, 2], lrs=[1e-2], sweep_width=16, sweep_pairs=2,
-                   n_train=200, n_test=50, batch_size=8, max_iters=4, warmup_iters=1)
+        cfg.update(widths=[16, 32], pairs=[2], seeds=[1, 2], lrs=[1e-2], sweep_pairs=2, n_train=200, n_test=50,
+                   batch_size=8, max_iters=4, warmup_iters=1)
     bad = [v for v in cfg['variants'] if v not in FLAGS]
     if bad:
         raise configurator.UserError(f"unknown variants {bad}; valid: {', '.join(FLAGS)}")
-    if cfg['sweep_pairs'] not in cfg['pairs'] or cfg['sweep_width'] not in cfg['widths']:
-        raise configurator.UserError(f"sweep_pairs={cfg['sweep_pairs']} and sweep_width={cfg['sweep_width']} must be "
-                                     f"among pairs={cfg['pairs']} and widths={cfg['widths']}")
+    if cfg['sweep_pairs'] not in cfg['pairs']:
+        raise configurator.UserError(f"sweep_pairs={cfg['sweep_pairs']} must be among pairs={cfg['pairs']}")
+    check_sweep(cfg['lrs'], cfg['seeds'], cfg['max_iters'], cfg['max_iters'], cfg['jobs'], cfg['lr_extend'])
     os.chdir(ROOT)  # relative paths (out/, data/, figures/) are the repository's, as for the launcher
     t0 = time.time()
     data_dirs = {n: prepare(cfg, n) for n in cfg['pairs']}
-    # the sweep: one seed at one point per variant; its best run is also that grid point's first seed
-    sweep = [one(cfg, data_dirs, v, cfg['sweep_width'], cfg['sweep_pairs'], lr, cfg['seeds'][0])
-             for v in cfg['variants'] for lr in cfg['lrs']]
-    best = {v: min((r for r in sweep if r['variant'] == v), key=lambda r: r['val_loss'])['lr'] for v in cfg['variants']}
-    print('best learning rate per variant (lowest val loss in the sweep): '
-          + ', '.join(f'{v} {lr:g}' for v, lr in best.items()), flush=True)
-    grid = []  # seeds outermost: an interrupted study has every point at its first seeds (rerun reuses them)
-    for s in cfg['seeds']:
-        for n in cfg['pairs']:
-            for w in cfg['widths']:
-                for v in cfg['variants']:
-                    grid.append(one(cfg, data_dirs, v, w, n, best[v], s))
-                    print(f"   {LABELS[v]:>17} d={w:<4} kv={n:<3} seed {s}: accuracy {grid[-1]['accuracy']:.3f}", flush=True)
+
+    def run_dir(v, w, n, lr, seed):
+        name = run_name(v, w, n, lr, seed)
+        return train_run(train_args(cfg, v, w, n, lr, seed), cfg['out_dir'], name, threads=cfg['threads'])
+    # the sweep, per (variant, width), one seed; its best run is also that point's first seed (reused)
+    keys = [(v, w) for v in cfg['variants'] for w in cfg['widths']]
+    sweep, best, _ = sweep_then_seeds(keys, cfg['lrs'], cfg['seeds'][:1], cfg['max_iters'], cfg['max_iters'],
+                                      lambda k, lr, seed, _it: run_dir(*k, cfg['sweep_pairs'], lr, seed),
+                                      jobs=cfg['jobs'], extend=cfg['lr_extend'])
+    sp, s1 = cfg['sweep_pairs'], cfg['seeds'][0]
+    sweep_acc = {(v, w, lr): accuracy_of(os.path.join(cfg['out_dir'], run_name(v, w, sp, lr, s1)), data_dirs[sp])
+                 for (v, w), d in sweep.items() for lr in d}
+    print('best learning rate per variant and width (lowest val loss in the sweep): '
+          + ', '.join(f'{v} d={w} {lr:g}' for (v, w), lr in best.items()), flush=True)
+    # seeds outermost: an interrupted study has every point at its first seeds (rerun reuses them)
+    points = [(v, w, n, s) for s in cfg['seeds'] for n in cfg['pairs'] for w in cfg['widths'] for v in cfg['variants']]
+
+    def one(p):
+        v, w, n, s = p
+        rd = run_dir(v, w, n, best[v, w], s)
+        r = {'variant': v, 'width': w, 'pairs': n, 'lr': best[v, w], 'seed': s, 'run': os.path.basename(rd),
+             'val_loss': final(rd), 'accuracy': accuracy_of(rd, data_dirs[n])}
+        print(f"   {LABELS[v]:>17} d={w:<4} kv={n:<3} seed {s}: accuracy {r['accuracy']:.3f}", flush=True)
+        return r
+    grid = in_parallel(one, points, cfg['jobs'])
     fig = plot(cfg, grid, os.path.join(cfg['figures_dir'], 'accuracy_vs_width.png'))
     seconds = time.time() - t0
-    md = (f"# MQAR across attention variants\n\n{tables(cfg, sweep, best, grid)}\n\n![accuracy vs width]"
-          f"({os.path.basename(fig)})\n\n{len(sweep) + len(grid)} runs listed ({len({r['run'] for r in sweep + grid})} "
-          f"distinct), {seconds:.0f} s this invocation (finished runs are reused).\n")
+    n_runs = len({r['run'] for r in grid} | {run_name(v, w, sp, lr, s1) for (v, w), d in sweep.items() for lr in d})
+    md = (f"# MQAR across attention variants\n\n{tables(cfg, sweep, best, sweep_acc, grid)}\n\n![accuracy vs width]"
+          f"({os.path.basename(fig)})\n\n{n_runs} distinct runs, {seconds:.0f} s this invocation "
+          f"(finished runs are reused).\n")
     os.makedirs(cfg['figures_dir'], exist_ok=True)
     with open(os.path.join(cfg['figures_dir'], 'results.md'), 'w') as f:
         f.write(md)
+    rows = [{'variant': v, 'width': w, 'pairs': sp, 'lr': lr, 'seed': s1, 'val_loss': x,
+             'accuracy': sweep_acc[v, w, lr]} for (v, w), d in sweep.items() for lr, x in sorted(d.items())]
     with open(os.path.join(cfg['figures_dir'], 'results.json'), 'w') as f:
-        json.dump({'config': cfg, 'best_lr': best, 'sweep': sweep, 'grid': grid, 'seconds': seconds}, f, indent=1)
+        json.dump({'config': cfg, 'best_lr': {f'{v}_d{w}': lr for (v, w), lr in best.items()}, 'sweep': rows,
+                   'grid': grid, 'seconds': seconds}, f, indent=1)
     print(md)
     print(f"wrote {cfg['figures_dir']}/results.md, results.json and {fig} ({seconds:.0f} s)")
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,13 +17,17 @@ import mqar as gen  # noqa: E402  prepare/mqar.py
 import mqar_study  # noqa: E402
 import data as datalib  # noqa: E402
 
-CFG = dict(out_dir='', n_pairs=5, n_keys=12, n_vals=10, n_train=60, n_val=10, n_test=40, seed=3, force=False)
+CFG = dict(out_dir='', n_pairs=5, n_keys=12, n_vals=10, n_train=60, n_val=10, n_test=40, seed=3, force=False,
+           queries='with_replacement')
 
 
-def test_generator_queries_follow_their_pairs():
-    recs = gen.build(CFG)
-    assert recs == gen.build(CFG) and recs['train'] != gen.build({**CFG, 'seed': 4})['train']
+@pytest.mark.parametrize('queries', gen.QUERIES)
+def test_generator_queries_follow_their_pairs(queries):
+    cfg = {**CFG, 'queries': queries}
+    recs = gen.build(cfg)
+    assert recs == gen.build(cfg) and recs['train'] != gen.build({**cfg, 'seed': 4})['train']
     n, K, sep = CFG['n_pairs'], CFG['n_keys'], CFG['n_keys'] + CFG['n_vals'] + 1
+    repeats = 0
     for r in recs['train'] + recs['test']:
         s, m = np.array(r['seq']), np.array(r['scored'])
         assert len(s) == len(m) == 4 * n + 2 and s[0] == sep and s[2 * n + 1] == sep
@@ -30,9 +35,45 @@ def test_generator_queries_follow_their_pairs():
         assert len(set(keys)) == n and keys.max() < K and vals.min() >= K and vals.max() < K + CFG['n_vals']
         store = dict(zip(keys, vals))
         qk, qv = s[2 * n + 2::2], s[2 * n + 3::2]
-        assert sorted(qk) == sorted(keys)  # every key is queried once
+        assert set(qk) <= set(keys) and len(qk) == n
+        repeats += len(set(qk)) < n
         assert all(store[k] == v for k, v in zip(qk, qv))  # with the value stored next to it earlier
         assert list(np.flatnonzero(m)) == list(range(2 * n + 3, 4 * n + 2, 2))  # loss on the queried values only
+    if queries == 'permutation':
+        assert repeats == 0  # every key once: the last answer follows from the others (the shortcut)
+    else:  # drawn with replacement: 1 - 5!/5^5 = 96% of sequences repeat a key
+        assert repeats > 0.8 * (len(recs['train']) + len(recs['test']))
+
+
+def elimination_accuracy(recs, n):
+    """Expected accuracy of a model with no recall at all: it answers each query with a value of the sequence
+    not yet given as an answer (multiset), uniformly at random, or any value of the sequence if none is left."""
+    total = 0.0
+    for r in recs:
+        s = list(r['seq'])
+        left, answers = list(s[2:2 * n + 1:2]), s[2 * n + 3::2]
+        for a in answers:
+            pool = left or list(s[2:2 * n + 1:2])
+            total += pool.count(a) / len(pool)
+            if a in left:
+                left.remove(a)
+    return total / (n * len(recs))
+
+
+def test_with_replacement_removes_the_elimination_shortcut():
+    """Asking every key once lets a model with no recall score ~(1/4+1/3+1/2+1)/4 = 0.52 at 4 pairs; queries drawn
+    with replacement bring that strategy back to about 1/pairs."""
+    cfg = {**CFG, 'n_pairs': 4, 'n_keys': 16, 'n_vals': 16, 'n_train': 400}
+    perm = elimination_accuracy(gen.build({**cfg, 'queries': 'permutation'})['train'], 4)
+    repl = elimination_accuracy(gen.build(cfg)['train'], 4)
+    assert 0.45 < perm < 0.6 and repl < 0.35, (perm, repl)
+
+
+def test_bad_queries_setting_exits_2(tmp_path):
+    p = subprocess.run([sys.executable, 'prepare/mqar.py', f'--out_dir={tmp_path}/m', '--queries=sorted'],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and 'queries' in p.stderr and 'with_replacement' in p.stderr
+    assert not os.path.exists(tmp_path / 'm')
 
 
 def test_loader_masks_all_but_queried_values(tmp_path):
@@ -92,11 +133,12 @@ def test_quick_study_writes_table_and_figure_and_reuses_runs(tmp_path):
     res = json.load(open(tmp_path / 'fig' / 'results.json'))
     assert len(res['grid']) == 2 * 2 * 1 * 2  # variants x widths x pairs x seeds
     assert all(0 <= r['accuracy'] <= 1 for r in res['grid'])
-    assert set(res['best_lr']) == {'softmax', 'diffngpt'}
+    assert set(res['best_lr']) == {'softmax_d16', 'softmax_d32', 'diffngpt_d16', 'diffngpt_d32'}  # per width
     md = open(tmp_path / 'fig' / 'results.md').read()
     assert '| softmax | 2 |' in md and '| differential nGPT | 2 |' in md and ' ± ' in md
     assert os.path.getsize(tmp_path / 'fig' / 'accuracy_vs_width.png') > 5000
     p2 = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert p2.returncode == 0, p2.stdout + p2.stderr
-    assert 'training' not in p2.stdout and p2.stdout.count('reusing') == 2 * (1 + 2 * 2)  # sweep + grid, per variant
+    # per variant: the sweep (2 widths x 1 lr), its seed phase reusing those, then the grid (2 widths x 2 seeds)
+    assert 'training' not in p2.stdout and p2.stdout.count('reusing') == 2 * (2 + 2 + 2 * 2)
     assert json.load(open(tmp_path / 'fig' / 'results.json'))['grid'] == res['grid']
