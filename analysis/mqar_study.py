@@ -1,6 +1,6 @@
 """Multi-query associative recall (MQAR, Arora et al. 2023 "Zoology") across attention variants:
 softmax, linear, differential, nGPT and differential nGPT, over model widths and numbers of key-value
-pairs, several seeds per point, after a small learning-rate sweep per variant.
+pairs, several seeds per point, after a small learning-rate sweep per variant and width.
 
     ./launcher.sh mqar_study                  # = python analysis/mqar_study.py config/mqar_study.py
     ./launcher.sh mqar_study --quick=True     # seconds: tiny models, a few steps (smoke test)
@@ -40,8 +40,8 @@ lr_extend = 2                   # a best lr at an edge of lrs gets up to this ma
 sweep_pairs = 4                 # the sweep's number of pairs (its rate is used for every number of pairs)
 jobs = 2                        # trainings side by side (two 1-thread runs fill a 2-core CPU)
 n_layer = 2
-n_head = 1                      # one head, as Zoology's attention baseline (with 2 heads softmax stayed on the
-                                # plateau longer); attn='diff' uses max(1, n_head // 2) heads of two q/k halves
+n_head = 1                      # one head, as Zoology's attention baseline; attn='diff' uses max(1, n_head // 2)
+                                # heads, each of two q/k halves (the same projection sizes)
 solved = 0.9                    # a seed with test accuracy >= this counts as solved (the tables' k/n)
 n_keys = 16                     # key tokens; values are another n_vals tokens (a small vocabulary learns
 n_vals = 16                     # faster: with 32 + 32 tokens, 600 steps stayed near the ln(pairs) plateau)
@@ -206,13 +206,13 @@ def main():
     t0 = time.time()
     data_dirs = {n: prepare(cfg, n) for n in cfg['pairs']}
 
-    def run_dir(v, w, n, lr, seed):
+    def train_point(v, w, n, lr, seed):  # -> run dir (a finished run is reused)
         name = run_name(v, w, n, lr, seed)
         return train_run(train_args(cfg, v, w, n, lr, seed), cfg['out_dir'], name, threads=cfg['threads'])
     # the sweep, per (variant, width), one seed; its best run is also that point's first seed (reused)
     keys = [(v, w) for v in cfg['variants'] for w in cfg['widths']]
     sweep, best, _ = sweep_then_seeds(keys, cfg['lrs'], cfg['seeds'][:1], cfg['max_iters'], cfg['max_iters'],
-                                      lambda k, lr, seed, _it: run_dir(*k, cfg['sweep_pairs'], lr, seed),
+                                      lambda k, lr, seed, _it: train_point(*k, cfg['sweep_pairs'], lr, seed),
                                       jobs=cfg['jobs'], extend=cfg['lr_extend'])
     sp, s1 = cfg['sweep_pairs'], cfg['seeds'][0]
     sweep_acc = {(v, w, lr): accuracy_of(os.path.join(cfg['out_dir'], run_name(v, w, sp, lr, s1)), data_dirs[sp])
@@ -224,7 +224,7 @@ def main():
 
     def one(p):
         v, w, n, s = p
-        rd = run_dir(v, w, n, best[v, w], s)
+        rd = train_point(v, w, n, best[v, w], s)
         r = {'variant': v, 'width': w, 'pairs': n, 'lr': best[v, w], 'seed': s, 'run': os.path.basename(rd),
              'val_loss': final(rd), 'accuracy': accuracy_of(rd, data_dirs[n])}
         print(f"   {LABELS[v]:>17} d={w:<4} kv={n:<3} seed {s}: accuracy {r['accuracy']:.3f}", flush=True)
