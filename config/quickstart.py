@@ -8,8 +8,8 @@ pos_emb, norm, mlp, bias = 'rope', 'rmsnorm', 'swiglu', False
 batch_size = 32
 max_iters = 480
 learning_rate, min_lr = 3e-3, 3e-4
-# AdamW, not Muon: --optimizer=muon reaches 3.96 vs 4.07 in 480 steps, but each step is ~10% slower on
-# 2 CPU cores, and at equal wall time (440 Muon steps) it is 4.05: no clear gain here (docs/muon.md)
+# AdamW, not Muon: --optimizer=muon reaches 3.97 vs 4.08 in 480 steps (3 seeds), but each step is ~10% slower
+# on 2 CPU cores, and at equal wall time (440 Muon steps) it is 4.04: a small gain (docs/muon.md)
 warmup_iters = 50
 lr_schedule = 'wsd'
 decay_frac = 0.2
