@@ -46,6 +46,11 @@ def best_lr(sweep):
     return min(finite, key=lambda lr: sweep[lr])  # min keeps the first (lowest lr) of equal losses
 
 
+def at_edge(sweep, best):
+    """Keys of sweep ({key: {lr: loss}}) whose best lr is still the lowest or highest they tried."""
+    return [k for k, d in sweep.items() if len(d) > 1 and best[k] in (min(d), max(d))]
+
+
 def beyond_edge(sweep_v):
     """The next lr to try when a variant's best lr is at an edge of what it has tried (x2 above the top, /2 below
     the bottom), else None: a best lr at the edge of the grid is a bound, not a tuned rate."""
@@ -130,7 +135,7 @@ def sweep_table(sweep, best, sweep_iters, seed):
             cell = '-' if x is None else ('diverged' if not math.isfinite(x) else f'{x:.4f}')
             row[f'lr {lr:g}'] = f'**{cell}**' if lr == best[v] else cell
         rows.append(row)
-    edge = [v for v, s in sweep.items() if len(s) > 1 and best[v] in (min(s), max(s))]
+    edge = at_edge(sweep, best)
     note = (f"\nBest lr still at the edge of what was tried for {', '.join(edge)}: a wider sweep (--lrs, --lr_extend) "
             f"might find a better rate.\n" if edge else '')
     return (f'Learning-rate sweep: final validation loss after {sweep_iters} steps, seed {seed} (best in bold)\n\n'

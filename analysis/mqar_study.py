@@ -20,8 +20,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from analysis.lr_sweep import check_sweep, sweep_then_seeds  # noqa: E402
-from analysis.study import ROOT, final, fmt, in_parallel, mean_std, run_script, train_run  # noqa: E402
+from analysis.lr_sweep import at_edge, check_sweep, sweep_then_seeds  # noqa: E402
+from analysis.study import (ROOT, final, fmt, in_parallel, mean_std, pyplot, run_script, save_figure,  # noqa: E402
+                            train_run)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -127,10 +128,7 @@ def cell(grid, v, w, n):
 
 def plot(cfg, grid, path):
     """Accuracy vs width per number of pairs: mean with a ±std band over seeds, every seed as a dot."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(cfg['pairs']), figsize=(5.5 * len(cfg['pairs']), 4.3), squeeze=False, sharey=True)
+    fig, axes = pyplot().subplots(1, len(cfg['pairs']), figsize=(5.5 * len(cfg['pairs']), 4.3), squeeze=False, sharey=True)
     ws = cfg['widths']
     for ax, n in zip(axes[0], cfg['pairs']):
         for i, v in enumerate(cfg['variants']):
@@ -157,10 +155,7 @@ def plot(cfg, grid, path):
     fig.suptitle(f'MQAR accuracy vs width ({cfg["n_layer"]} layers, {cfg["max_iters"]} steps, lr tuned per variant '
                  f'and width; mean, ±std band and dots = {len(cfg["seeds"])} seeds)')
     fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the panels
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def tables(cfg, sweep, best, sweep_acc, grid):
@@ -176,7 +171,7 @@ def tables(cfg, sweep, best, sweep_acc, grid):
             c = '-' if lr not in d else f"{d[lr]:.3f} / {sweep_acc[v, w, lr]:.3f}"
             cells.append(f'**{c}**' if lr == best[v, w] else c)
         lines.append(f"| {LABELS[v]} | {w} | " + ' | '.join(cells) + ' |')
-    edge = [f'{LABELS[v]} d={w}' for (v, w), d in sweep.items() if len(d) > 1 and best[v, w] in (min(d), max(d))]
+    edge = [f'{LABELS[v]} d={w}' for v, w in at_edge(sweep, best)]
     if edge:
         lines += ['', f"Best rate still at the edge of what was tried for {', '.join(edge)}."]
     n_s = len(cfg['seeds'])
