@@ -22,9 +22,9 @@ from types import SimpleNamespace
 import torch
 
 import configurator
-from configurator import UserError
+from configurator import Each, Match, OneOf, Range, Text, UserError
 import data as datalib
-from model import GPT, GPTConfig
+from model import ATTNS, GPT, GPTConfig, MLPS, NORMS, POS_EMBS
 from checkpoint import init_weights_from, load_checkpoint, save_checkpoint
 from optim import build_optimizer
 from common import (RunStopped, catch_stop_signals, fsdp_shard, full_state, peak_flops_of, setup_distributed,
@@ -32,95 +32,98 @@ from common import (RunStopped, catch_stop_signals, fsdp_shard, full_state, peak
 from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
                         objective_loss, open_objective_data)
 from runlog import Logger, choose_run_dir, format_run_name, write_run_figures
-from schedule import apply_model_size, decay_points, format_tokens, lr_at, predecay_path
+from schedule import MODEL_SIZES, apply_model_size, decay_points, format_tokens, lr_at, predecay_path
 
 # ----------------------------------------------------------------------------- settings
 # I/O and runs
-out_dir = 'out'              # runs live in out_dir/<run_name>
-run_name = '{data}_{n_layer}x{n_embd}_{pos_emb}_s{seed}'  # {key} placeholders are filled from the config
-init_from = 'scratch'        # 'scratch' | 'resume' | path to a checkpoint (.pt) or a run dir
-                             # | 'gpt2'..'gpt2-xl' (published weights) | 'hf:DIR' (a transformers folder)
-data = 'stdlib'              # data set under data_root (prepared by prepare/<name>.py)
-data_root = 'data'
-auto_prepare = False         # run prepare/<data>.py first when the data set is missing
-objective = 'lm'             # 'lm' | 'seq2seq' (source/target records) | 'records' (one sequence per row) | 'dpo' (preference pairs)
-model_size = ''              # '' | 'tiny' | 'small' | 'medium' | 'large': a preset (MODEL_SIZES); explicit values win
-algo_data = ''               # lm: records of algorithmic tasks (prepare/algorithmic.py) mixed into pretraining
-algo_mix = 0.1               # lm with algo_data: fraction of batch rows drawn from algo_data
+out_dir: Text('folder for runs') = 'out'  # runs live in out_dir/<run_name>
+run_name: Text('run name') = '{data}_{n_layer}x{n_embd}_{pos_emb}_s{seed}'  # {key}s filled from the config
+init_from: Text('scratch, resume, a checkpoint or run dir, gpt2* or hf:DIR') = 'scratch'  # resume: this run's
+                             # last checkpoint | gpt2..gpt2-xl: published weights | hf:DIR: a transformers folder
+data: Text('data set name under data_root') = 'stdlib'  # prepared by prepare/<name>.py
+data_root: Text('folder of data sets') = 'data'
+auto_prepare: bool = False  # run prepare/<data>.py first when the data set is missing
+objective: OneOf(OBJECTIVES) = 'lm'  # seq2seq: source/target records; records: one sequence per row; dpo: pairs
+model_size: OneOf(('',) + tuple(MODEL_SIZES)) = ''  # a preset (schedule.MODEL_SIZES); explicit values win
+algo_data: Text('algorithmic data set name') = ''  # lm: algorithmic records (prepare/algorithmic.py) mixed in
+algo_mix: Range(0, 1) = 0.1  # lm with algo_data: fraction of batch rows drawn from algo_data
 # model (GPTConfig flags; vocab_size 0 = the data's vocabulary padded to a multiple of 64)
-vocab_size = 0
-block_size = 256
-n_layer = 4
-n_head = 4
-n_embd = 128
-dropout = 0.0
-bias = True
-tie_embeddings = True
-pos_emb = 'learned'
-rope_theta = 10000.0
-norm = 'layernorm'
-mlp = 'gelu'
-qk_norm = False
-attn = 'softmax'
-ngpt = False
-diff_input = False
-n_encoder_layer = 0
-linear_chunk = 64            # attn='linear': chunk length of the training-time computation
+vocab_size: Range(0) = 0
+block_size: Range(1) = 256
+n_layer: Range(1) = 4
+n_head: Range(1) = 4
+n_embd: Range(1) = 128
+dropout: Range(0, 1, hi_open=True) = 0.0
+bias: bool = True
+tie_embeddings: bool = True
+pos_emb: OneOf(POS_EMBS) = 'learned'
+rope_theta: Range(0, lo_open=True) = 10000.0
+norm: OneOf(NORMS) = 'layernorm'
+mlp: OneOf(MLPS) = 'gelu'
+qk_norm: bool = False
+attn: OneOf(ATTNS) = 'softmax'
+ngpt: bool = False
+diff_input: bool = False
+n_encoder_layer: Range(0) = 0
+linear_chunk: Range(1) = 64  # attn='linear': chunk length of the training-time computation
 # batches and length of training
-batch_size = 16              # micro batch per rank
-grad_accum = 1               # micro steps per optimizer step (per rank)
-global_batch_tokens = 0      # if > 0, grad_accum is computed from it
-max_iters = 1000
-max_tokens = 0               # if > 0, max_iters = ceil(max_tokens / tokens per step)
-stop_after = 0               # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
+batch_size: Range(1) = 16  # micro batch per rank
+grad_accum: Range(1) = 1  # micro steps per optimizer step (per rank)
+global_batch_tokens: Range(0) = 0  # if > 0, grad_accum is computed from it
+max_iters: Range(1) = 1000
+max_tokens: Range(0) = 0  # if > 0, max_iters = ceil(max_tokens / tokens per step)
+stop_after: Range(0) = 0  # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
                              # the schedule still spans the whole run, and init_from='resume' goes on
 # optimizer and schedule
-optimizer = 'adamw'          # 'adamw' | 'muon' (Muon on the blocks' 2-D matrices, AdamW on the rest; optim.py)
-learning_rate = 6e-4         # AdamW's (all parameters, or with muon the embeddings, head, norms, biases, vectors)
-min_lr = 6e-5
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0
-muon_lr = 0.02               # optimizer='muon': Muon's peak lr; the schedule scales it like learning_rate
-muon_momentum = 0.95
-muon_weight_decay = 0.0      # decoupled, times Muon's lr (0 = Keller Jordan's original Muon)
-lr_schedule = 'cosine'       # 'cosine' | 'wsd' | 'constant'
-warmup_iters = 100
-decay_frac = 0.1             # wsd: the last decay_frac of training decays to min_lr
-decay_shape = 'linear'       # wsd: 'linear' | 'cosine' | '1-sqrt'
-decay_budgets = []           # wsd: token budgets; the stable run saves a pre-decay checkpoint for each, then
+optimizer: OneOf('adamw', 'muon') = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
+learning_rate: Range(0, lo_open=True) = 6e-4  # AdamW's (with muon: embeddings, head, norms, biases, vectors)
+min_lr: Range(0) = 6e-5
+weight_decay: Range(0) = 0.1
+beta1: Range(0, 1, hi_open=True) = 0.9
+beta2: Range(0, 1, hi_open=True) = 0.95
+grad_clip: Range(0) = 1.0
+muon_lr: Range(0, lo_open=True) = 0.02  # optimizer='muon': Muon's peak lr; the schedule scales it like learning_rate
+muon_momentum: Range(0, 1, hi_open=True) = 0.95
+muon_weight_decay: Range(0) = 0.0  # decoupled, times Muon's lr (0 = Keller Jordan's original Muon)
+lr_schedule: OneOf('cosine', 'wsd', 'constant') = 'cosine'
+warmup_iters: Range(0) = 100
+decay_frac: Range(0, 1, lo_open=True) = 0.1  # wsd: the last decay_frac of training decays to min_lr
+decay_shape: OneOf('linear', 'cosine', '1-sqrt') = 'linear'  # wsd
+decay_budgets: Each(Range(1)) = []  # wsd: token budgets; the stable run saves a pre-decay checkpoint for each, then
                              # runs every decay branch into <run_dir>/decay_<budget>/
-branch = 0                   # > 0: (re-)run only the decay branch of this budget, from its pre-decay checkpoint
+branch: Range(0) = 0  # > 0: (re-)run only the decay branch of this budget, from its pre-decay checkpoint
 # evaluation, logging, checkpoints
-eval_interval = 250
-eval_iters = 20
-log_interval = 10
-ckpt_interval = 0            # 0 = at every eval
-ckpt_format = 'pt'           # 'pt' (torch.save) | 'safetensors' (tensors in last.safetensors, the rest as json)
-log_tensorboard = True
-log_figures = True           # at the end: figures/*.png (loss curves, diagnostic histograms), also into TensorBoard
-wandb_log = False
-wandb_project = 'gptlab'
-sample_tokens = 0            # > 0: print a sample of this many tokens at the end
-sample_prompt = ''
+eval_interval: Range(1) = 250
+eval_iters: Range(1) = 20
+log_interval: Range(1) = 10
+ckpt_interval: Range(0) = 0  # 0 = at every eval
+ckpt_format: OneOf('pt', 'safetensors') = 'pt'  # pt: torch.save; safetensors: tensors + the rest as json
+log_tensorboard: bool = True
+log_figures: bool = True  # at the end: figures/*.png (loss curves, diagnostic histograms), also into TensorBoard
+wandb_log: bool = False
+wandb_project: Text('wandb project name') = 'gptlab'
+sample_tokens: Range(0) = 0  # > 0: print a sample of this many tokens at the end
+sample_prompt: Text('prompt text') = ''
 # system
-device = 'auto'              # 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-dtype = 'auto'               # 'auto' (bf16 on CUDA, else float32) | 'float32' | 'bfloat16' | 'float16'
-compile = False
-seed = 1337
-parallel = 'ddp'             # under torchrun: 'ddp' (every rank holds the whole model, gradients and optimizer
-                             # state) | 'fsdp' (FSDP2: each rank holds 1/W of them, for models DDP cannot fit;
+device: Match(r'auto|cpu|mps|cuda(:\d+)?', "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") = 'auto'
+dtype: OneOf('auto', 'float32', 'bfloat16', 'float16') = 'auto'  # auto: bf16 on CUDA, else float32
+compile: bool = False
+seed: Range(0) = 1337
+parallel: OneOf('ddp', 'fsdp') = 'ddp'  # under torchrun: ddp (every rank holds the whole model, gradients and
+                             # optimizer state) | fsdp (FSDP2: each rank holds 1/W of them, for models DDP cannot fit;
                              # docs/usage.md). One process: no effect
-ddp_timeout_s = 600          # a failed rank takes the job down instead of hanging forever
-nonfinite = 'stop'           # non-finite loss: 'stop' (keep the last good checkpoint) | 'skip' (drop that step;
-                             # checks every step, one host sync each)
+ddp_timeout_s: Range(1) = 600  # a failed rank takes the job down instead of hanging forever
+nonfinite: OneOf('stop', 'skip') = 'stop'  # non-finite loss: stop (keep the last good checkpoint) | skip (drop
+                             # that step; checks every step, one host sync each)
 # dpo (objective='dpo', data = a pairs set from prepare/pairs.py): policy from init_from, frozen reference
-ref_ckpt = ''                # reference checkpoint or run dir ('' = the init_from checkpoint)
-beta = 0.1                   # scale of the implicit rewards beta * (log pi - log ref)
-length_normalize = False     # average response log-probs over response tokens instead of summing them
-seq_max_len = 0              # prompt + response tokens per sequence; longer ones lose prompt tokens from
+ref_ckpt: Text('reference checkpoint or run dir') = ''  # '' = the init_from checkpoint
+beta: Range(0, lo_open=True) = 0.1  # scale of the implicit rewards beta * (log pi - log ref)
+length_normalize: bool = False  # average response log-probs over response tokens instead of summing them
+seq_max_len: Range(0) = 0  # prompt + response tokens per sequence; longer ones lose prompt tokens from
                              # the left, never response tokens (0 = block_size + 1: inputs fill block_size)
+RULES = [  # relations between settings, checked with the declarations (configurator.check_declared)
+    ('min_lr <= learning_rate', 'the schedule decays from learning_rate down to min_lr'),
+]
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
@@ -132,16 +135,7 @@ HF_INITS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 # prepared, any directory created or any file written.
 
 def check_settings(cfg, world=1):
-    choices = {'objective': OBJECTIVES, 'nonfinite': ('stop', 'skip'), 'ckpt_format': ('pt', 'safetensors'),
-               'optimizer': ('adamw', 'muon'), 'lr_schedule': ('cosine', 'wsd', 'constant'),
-               'decay_shape': ('linear', 'cosine', '1-sqrt'), 'dtype': ('auto', 'float32', 'bfloat16', 'float16'),
-               'parallel': ('ddp', 'fsdp')}
-    for k, valid in choices.items():
-        if cfg[k] not in valid:
-            raise UserError(f"unknown {k} '{cfg[k]}'; valid values: {', '.join(valid)}")
-    for k in ('batch_size', 'grad_accum', 'block_size', 'log_interval', 'eval_interval', 'eval_iters'):
-        if cfg[k] < 1:
-            raise UserError(f"{k} must be >= 1, got {cfg[k]}")
+    """The relations that need more than the declarations above (which configure() has already checked)."""
     if not hf_init_name(cfg):  # (an HF init takes its flags from the transformers config)
         try:  # the model flags; vocab_size 0 is filled from the data later
             GPTConfig(**{**{k: cfg[k] for k in MODEL_KEYS}, 'vocab_size': cfg['vocab_size'] or 64})
@@ -152,8 +146,6 @@ def check_settings(cfg, world=1):
         raise UserError(f"optimizer='muon' needs learning_rate > 0, muon_lr > 0, 0 <= muon_momentum < 1 and "
                         f"muon_weight_decay >= 0; got {cfg['learning_rate']}, {cfg['muon_lr']}, "
                         f"{cfg['muon_momentum']}, {cfg['muon_weight_decay']}")
-    if not 0 <= cfg['algo_mix'] <= 1:
-        raise UserError(f"algo_mix must be in [0, 1], got {cfg['algo_mix']}")
     if cfg['algo_data'] and cfg['objective'] != 'lm':
         raise UserError(f"algo_data mixes algorithmic records into objective='lm', not '{cfg['objective']}'")
     if cfg['objective'] == 'dpo':
@@ -162,7 +154,10 @@ def check_settings(cfg, world=1):
                             "(the reference defaults to it; --ref_ckpt picks another)")
         dpo_seq_max_len(cfg)
     format_run_name(cfg)
-    batch_geometry(cfg, world)
+    _, _, total_steps, _ = batch_geometry(cfg, world)
+    if cfg['warmup_iters'] > total_steps:
+        raise UserError(f"warmup_iters={cfg['warmup_iters']} is longer than the run ({total_steps} steps): the peak "
+                        f"learning rate would never be reached; set --warmup_iters to at most {total_steps} (0 = none)")
 
 
 def hf_init_name(cfg):
