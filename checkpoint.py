@@ -5,6 +5,7 @@ model.py, data.py and configurator.py. A checkpoint is a dict of plain types and
     model (state dict), model_config (GPTConfig as a dict), tokenizer (spec), config (the run's settings),
     step, tokens, optimizer state and RNG state (training checkpoints), ref_ckpt (dpo).
 """
+import errno
 import json
 import os
 
@@ -30,6 +31,21 @@ def save_checkpoint(path, obj):
     if path.endswith('.safetensors'):  # a readable copy of what is not a tensor (the file's header is the original)
         with open(path[:-len('.safetensors')] + '.json', 'w') as f:
             json.dump(split_tensors(obj, {}, '', {}), f, indent=1)
+
+
+def save_error_message(path, e):
+    """One line for an OSError from save_checkpoint, with advice that fits its cause (errno): permission
+    denied is not disk full."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free disk space"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = f"make {os.path.dirname(path) or '.'} writable (or choose another --out_dir)"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        advice = f"a file stands where a folder of {path} should be (or the reverse): move it"
+    else:
+        advice = "fix that"
+    return (f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint is intact; "
+            f"{advice} and continue with --init_from=resume")
 
 
 def checkpoint_file(path):

@@ -35,6 +35,8 @@ _DTYPES = {2: np.dtype('<u2'), 4: np.dtype('<u4'), 8: np.dtype('<i8')}  # 8: rec
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
                 r"""\s*[\r\n]|\s+(?!\S)|\s+""")
 SPECIALS = ('<|endoftext|>', '<|pad|>', '<|sep|>')  # eot, pad, sep: appended after the ranks
+TOKENIZERS = ('bpe', 'byte', 'gpt2')  # what a prepare script's --tokenizer takes (build_tokenizer)
+MIN_BPE_VOCAB = 256 + len(SPECIALS)  # a bpe's vocab_size: the 256 bytes and the specials at least
 
 
 class DataError(configurator.UserError):
@@ -427,8 +429,8 @@ def train_bpe(text_iterator, vocab_size, pattern=GPT4_PATTERN):
 
     vocab_size counts the three specials, which get the ids right after the learned ranks."""
     import rustbpe
-    if vocab_size < 256 + len(SPECIALS):
-        raise DataError(f"bpe vocab_size {vocab_size} is too small: use at least {256 + len(SPECIALS)}")
+    if vocab_size < MIN_BPE_VOCAB:
+        raise DataError(f"bpe vocab_size {vocab_size} is too small: use at least {MIN_BPE_VOCAB}")
     tok = rustbpe.Tokenizer()
     tok.train_from_iterator(iter(text_iterator), vocab_size - len(SPECIALS), pattern=pattern)
     ranks = dict(tok.get_mergeable_ranks())
@@ -459,11 +461,58 @@ def is_prepared(out_dir):
     return os.path.isfile(os.path.join(out_dir, 'meta.json'))
 
 
+def recorded_settings(out_dir):
+    """The settings a prepare script recorded in out_dir ({} when it recorded none), or None when out_dir is not
+    a data set this lab made: its meta.json (or prepare/fineweb_edu.py's progress.json, while it grows) is ours."""
+    for name in ('meta.json', 'progress.json'):
+        try:
+            with open(os.path.join(out_dir, name)) as f:
+                d = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and ('tokenizer' in d or 'config' in d):
+            return d.get('config') or {}
+    return None
+
+
+def _refuse_foreign(out_dir):
+    if recorded_settings(out_dir) is None:
+        raise DataError(f"out_dir '{out_dir}' exists and is not a data set made by prepare/ (no meta.json of ours); "
+                        f"it is never replaced, not even with --force=True: choose another --out_dir")
+
+
+def check_existing(out_dir, config, force, ignore=(), done_key=None):
+    """The one rule for a prepare script's existing out_dir, called before anything is written.
+
+    True: out_dir already holds this data set, made with the same settings (nothing to do). False: build it
+    (absent, empty, unfinished, or --force=True on a set this lab made). A folder this lab did not make (a run,
+    the user's files) is never replaced, not even with --force. A set made with other settings is not reused
+    silently: one line naming what differs. `ignore`: settings that do not change the output; `done_key`: the
+    meta.json key that marks a set complete when meta.json is rewritten after the shards (seq2seq records)."""
+    if not os.path.exists(out_dir) or (os.path.isdir(out_dir) and not os.listdir(out_dir)):
+        return False
+    _refuse_foreign(out_dir)
+    old = recorded_settings(out_dir)
+    if force:
+        return False
+    new = json.loads(json.dumps(config))  # as meta.json holds it (tuples are lists)
+    skip = {'force', 'out_dir', *ignore}
+    diff = [f"{k}={old[k]!r} (now {new[k]!r})" for k in new if k not in skip and k in old and old[k] != new[k]]
+    if diff:
+        raise DataError(f"{out_dir} was made with other settings: {', '.join(diff)}; rebuild it with --force=True "
+                        f"or write elsewhere with --out_dir=...")
+    if not is_prepared(out_dir):
+        return False
+    return done_key is None or done_key in load_meta(out_dir)
+
+
 @contextlib.contextmanager
 def building(out_dir):
     """with building(out_dir) as tmp: write a whole data set into tmp (meta.json last). It replaces out_dir
     only when the block completes; an error or interrupt removes tmp, so no half data set is ever seen, and
     leftovers of an earlier interrupted run are cleared first."""
+    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
+        _refuse_foreign(out_dir)  # the guard behind check_existing, for any caller
     tmp = os.path.normpath(out_dir) + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

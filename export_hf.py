@@ -25,13 +25,13 @@ import sys
 import torch
 
 import configurator
-from configurator import UserError
+from configurator import Range, Text, UserError
 
-ckpt = ''          # checkpoint file or run directory
-out = ''           # output folder (must not exist unless force=True)
-force = False      # replace an existing out folder
-tol = 1e-4         # max |logit difference| allowed between the checkpoint and the transformers model
-check_seqs = 4     # sequences compared after writing
+ckpt: Text('checkpoint file or run directory') = ''
+out: Text('output folder') = ''  # must not exist unless force=True
+force: bool = False  # replace an existing out folder (only one export_hf.py wrote)
+tol: Range(0) = 1e-4  # max |logit difference| allowed between the checkpoint and the transformers model
+check_seqs: Range(1) = 4  # sequences compared after writing
 
 EXPORTABLE = ("GPT-2 (pos_emb='learned', norm='layernorm', mlp='gelu'), "
               "Llama (pos_emb='rope', norm='rmsnorm', mlp='swiglu'), "
@@ -335,6 +335,11 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
         raise UserError("no output folder given; pass --out=DIR")
     if os.path.exists(out_dir) and not force_:
         raise UserError(f"'{out_dir}' already exists; pass --force=True to replace it or choose another --out")
+    if os.path.exists(out_dir):
+        why = not_replaceable(out_dir, ckpt_path)
+        if why:
+            raise UserError(f"--force=True would delete '{out_dir}', which {why}; export to another --out "
+                            f"(--force only replaces a folder export_hf.py wrote)")
     model = GPT(GPTConfig.from_dict(mc))
     model.load_state_dict(c['model'])
     try:
@@ -389,6 +394,23 @@ def export(ckpt_path, out_dir, force_=False, tol_=1e-4, n_seqs=4):
     print(f"check: max |logit difference| = {diff:.3g} on {n_seqs} sequences of {min(mc['block_size'], 64)} tokens "
           f"(logits up to {scale:.3g}; tol {tol_})")
     return diff
+
+
+def not_replaceable(out_dir, ckpt_path):
+    """Why --force must not delete out_dir ('' when it may): it replaces only a folder this script wrote (it
+    has gptlab.json), never the checkpoint being exported or anything that holds a run or checkpoints."""
+    from checkpoint import checkpoint_file
+    src, dst = os.path.realpath(checkpoint_file(ckpt_path)), os.path.realpath(out_dir)
+    if src == dst or src.startswith(dst + os.sep):
+        return f"holds the checkpoint being exported ({ckpt_path})"
+    if not os.path.isdir(out_dir):
+        return "is not a folder"
+    for root, dirs, files in os.walk(out_dir):
+        if 'ckpt' in dirs or 'metrics.jsonl' in files or any(f.endswith('.pt') for f in files):
+            return f"holds a run or checkpoints ({root})"
+    if not os.path.isfile(os.path.join(out_dir, 'gptlab.json')):
+        return "was not written by export_hf.py (no gptlab.json)"
+    return ''
 
 
 class _Gpt2Ids:

@@ -12,18 +12,18 @@ import sys
 import torch
 
 import configurator
-from configurator import UserError
+from configurator import Match, Range, Text, UserError
 
-ckpt = ''                # checkpoint file or run directory (uses <run>/ckpt/last.pt)
-prompt = ''              # text; '-' reads stdin; '' starts from end-of-text
-file = ''                # read the prompt from this file instead
-src = ''                 # encoder-decoder checkpoints: the source text the encoder reads
-num_samples = 1
-max_new_tokens = 200
-temperature = 0.8
-top_k = 200
-seed = 1337
-device = 'auto'
+ckpt: Text('checkpoint file or run directory') = ''  # a run directory uses <run>/ckpt/last.pt
+prompt: Text('prompt text') = ''  # '-' reads stdin; '' starts from end-of-text
+file: Text('prompt file') = ''  # read the prompt from this file instead
+src: Text('source text') = ''  # encoder-decoder checkpoints: the source text the encoder reads
+num_samples: Range(1) = 1
+max_new_tokens: Range(1) = 200
+temperature: Range(0) = 0.8  # 0 = greedy (the most likely token)
+top_k: Range(0) = 200  # sample among the top_k most likely tokens; 0 = all
+seed: Range(0) = 1337
+device: Match(r'auto|cpu|mps|cuda(:\d+)?', "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") = 'auto'
 
 
 def stream_sample(model, tokenizer, prompt_text, max_new_tokens, temperature=0.8, top_k=200, seed=1337,
@@ -41,7 +41,7 @@ def stream_sample(model, tokenizer, prompt_text, max_new_tokens, temperature=0.8
     src_ids = (torch.tensor([tokenizer.encode(src_text)[-model.config.block_size:]], dtype=torch.long, device=device)
                if encdec else None)
     bs = model.config.block_size
-    if len(ids) > bs and model.config.pos_emb == 'learned':
+    if len(ids) > bs:  # every model sees at most block_size tokens at once
         print(f"[notice: prompt has {len(ids)} tokens, more than block_size={bs}; using its last {bs}]",
               file=sys.stderr)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -72,23 +72,25 @@ def main():
     from checkpoint import load_checkpoint, model_from_checkpoint
     if not ckpt:
         raise UserError("no checkpoint given; pass --ckpt=<run dir or .pt file>")
-    if max_new_tokens < 1:
-        raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if num_samples < 1:
-        raise UserError(f"num_samples must be >= 1, got {num_samples}")
-    dev = device if device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
-    model, tokenizer = model_from_checkpoint(load_checkpoint(ckpt))
-    model.to(dev)
     if file:
         try:
             with open(file, encoding='utf-8') as f:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"cannot read prompt file '{file}': {e}")
+        if not text:  # an empty file is a mistake more often than a wish for an unconditional sample
+            raise UserError(f"prompt file '{file}' is empty; write the prompt into it, or pass --prompt='' "
+                            f"for an unconditional sample")
     elif prompt == '-':
         text = sys.stdin.read()
+        if not text:
+            raise UserError("--prompt=- read an empty stdin; pipe the prompt in (echo 'def f(' | python sample.py "
+                            "... --prompt=-), or pass --prompt='' for an unconditional sample")
     else:
-        text = prompt
+        text = prompt  # an explicit --prompt='' means: start from end-of-text
+    dev = device if device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    model, tokenizer = model_from_checkpoint(load_checkpoint(ckpt))
+    model.to(dev)
     if top_k > tokenizer.vocab_size:
         print(f"[notice: top_k={top_k} is above the vocabulary ({tokenizer.vocab_size}); clamped]", file=sys.stderr)
     for i in range(num_samples):

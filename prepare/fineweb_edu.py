@@ -22,21 +22,23 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 
-source = 'HuggingFaceFW/fineweb-edu'  # hub id, or a local parquet/jsonl file or folder with the same field
-config_name = 'sample-10BT'           # hub configuration (ignored for local files)
-field = 'text'
-out_dir = 'data/fineweb_edu'
-tokenizer = 'gpt2'                    # 'gpt2' or 'bpe' (trained here; the study used vocab_size=65536)
-vocab_size = 65536                    # bpe only; includes the 3 special tokens
-bpe_docs = 100_000                    # bpe: training documents it is trained on
-val_docs = 10_000                     # the held-out slice: the stream's first documents
-shard_tokens = 100_000_000            # a shard is closed at the first document boundary past this
-max_shards = -1                       # training shards; -1 = no limit
-max_tokens = -1                       # training tokens (about: shards end at document boundaries); -1 = no limit
-batch_docs = 512                      # documents tokenized together
-force = False                         # start over
+source: Text('hub id, or a local parquet/jsonl file or folder') = 'HuggingFaceFW/fineweb-edu'  # same field
+config_name: Text('hub configuration') = 'sample-10BT'  # ignored for local files
+field: Text('column holding the document') = 'text'
+out_dir: Text('output folder') = 'data/fineweb_edu'
+tokenizer: OneOf('gpt2', 'bpe') = 'gpt2'  # bpe: trained here (the study used vocab_size=65536)
+vocab_size: Range(data.MIN_BPE_VOCAB) = 65536  # bpe only; includes the 3 special tokens
+bpe_docs: Range(1) = 100_000  # bpe: training documents it is trained on
+val_docs: Range(1) = 10_000  # the held-out slice: the stream's first documents
+shard_tokens: Range(1) = 100_000_000  # a shard is closed at the first document boundary past this
+max_shards: Range(0, also=(-1,)) = -1  # training shards; -1 = no limit
+max_tokens: Range(0, also=(-1,)) = -1  # training tokens (about: shards end at document boundaries); -1 = no limit
+batch_docs: Range(1) = 512  # documents tokenized together
+force: bool = False  # start over (only a data set prepare/ made)
+GROWS = ('max_shards', 'max_tokens', 'batch_docs')  # settings a re-run may change: it adds shards to the same set
 
 
 def open_stream():
@@ -122,14 +124,11 @@ def tokenize_into_shards(tok, docs, split, state, limit_tokens, limit_shards, pb
 def main():
     config = configurator.configure(globals())
     print(config)
-    if tokenizer not in ('gpt2', 'bpe'):
-        raise data.DataError(f"--tokenizer={tokenizer!r} is unknown: use gpt2 or bpe")
     state_path = os.path.join(out_dir, 'progress.json')
+    data.check_existing(out_dir, config, force, ignore=GROWS)  # a foreign folder, or other settings: one line
     if force and os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     state = json.load(open(state_path)) if os.path.exists(state_path) else None
-    if state and (state['config']['source'] != source or state['config']['tokenizer'] != tokenizer):
-        raise data.DataError(f"{out_dir} was started from another source or tokenizer: pass --force=True to start over")
     if data.is_prepared(out_dir) and (state is None or state.get('exhausted') or
                                       (0 <= max_shards <= state['train']['shards']) or
                                       (0 <= max_tokens <= state['train']['tokens'])):

@@ -22,19 +22,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 
-task = 'copy'
-train_len = 16             # L: training lengths are 1..L
-test_len = 0               # test lengths are 1..test_len (0 = 2 * train_len)
-n_train = 50000
-n_val = 500
-n_test = 50                # per test length
-out_dir = ''               # '' = data/lengen_<task>_L<train_len>
-seed = 1337
-force = False              # rebuild even if out_dir is already complete
-
 TASKS = ('copy', 'reverse', 'sort')
+
+task: OneOf(TASKS) = 'copy'
+train_len: Range(1) = 16  # L: training lengths are 1..L
+test_len: Range(0) = 0  # test lengths are 1..test_len (0 = 2 * train_len)
+n_train: Range(1) = 50000
+n_val: Range(1) = 500
+n_test: Range(1) = 50  # per test length
+out_dir: Text('output folder') = ''  # '' = data/lengen_<task>_L<train_len>
+seed: Range(0) = 1337
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
 
 
 def target(task_name, src):
@@ -69,24 +70,20 @@ def build(cfg):
 def main():
     global out_dir
     cfg = configurator.configure(globals())
-    if task not in TASKS:
-        raise configurator.UserError(f"unknown task '{task}'; valid: {', '.join(TASKS)}")
-    if train_len < 1 or test_len < 0 or min(n_train, n_val, n_test) < 1:
-        raise configurator.UserError("need train_len >= 1, test_len >= 0 and n_train, n_val, n_test >= 1")
     out_dir = out_dir or os.path.join('data', f'lengen_{task}_L{train_len}')
-    if data.is_prepared(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, cfg, force):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
     tok = data.NumericTokenizer(10)
     splits = build(cfg)
-    os.makedirs(out_dir, exist_ok=True)
-    counts = data.write_seq2seq_records(out_dir, splits, tok.vocab_size)
-    data.write_meta(out_dir, {  # written last: its presence marks a complete set
-        'tokenizer': tok.spec, 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id, 'sep_id': tok.sep_id,
-        'pad_id': tok.pad_id, 'splits': {}, 'seq2seq': counts, 'task': task, 'train_len': train_len,
-        'test_len': test_len or 2 * train_len, 'n_test': n_test,
-        'source': f'generated digit strings ({task})', 'config': cfg, **data.provenance()})
+    with data.building(out_dir) as tmp:  # renamed to out_dir when complete
+        counts = data.write_seq2seq_records(tmp, splits, tok.vocab_size)
+        data.write_meta(tmp, {  # written last: its presence marks a complete set
+            'tokenizer': tok.spec, 'vocab_size': tok.vocab_size, 'eot_id': tok.eot_id, 'sep_id': tok.sep_id,
+            'pad_id': tok.pad_id, 'splits': {}, 'seq2seq': counts, 'task': task, 'train_len': train_len,
+            'test_len': test_len or 2 * train_len, 'n_test': n_test,
+            'source': f'generated digit strings ({task})', 'config': cfg, **data.provenance()})
     print(f"wrote {out_dir}: " + ', '.join(f"{k} {v['records']:,}" for k, v in counts.items())
           + f" records; {time.time() - t0:.1f}s")
 

@@ -31,21 +31,22 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 
-out_dir = ''               # '' = data/mqar_kv<n_pairs>
-n_pairs = 4                # key-value pairs per sequence (= queries per sequence)
-n_keys = 32                # key tokens 0..n_keys-1
-n_vals = 32                # value tokens n_keys..n_keys+n_vals-1
-queries = 'with_replacement'  # or 'permutation' (every key once: the last answers follow by elimination)
-n_train = 20000            # sequences per split
-n_val = 500
-n_test = 1000
-seed = 1337
-force = False              # rebuild even if out_dir is already complete
-
-
 QUERIES = ('with_replacement', 'permutation')
+
+out_dir: Text('output folder') = ''  # '' = data/mqar_kv<n_pairs>
+n_pairs: Range(1) = 4  # key-value pairs per sequence (= queries per sequence)
+n_keys: Range(1) = 32  # key tokens 0..n_keys-1
+n_vals: Range(2) = 32  # value tokens n_keys..n_keys+n_vals-1
+queries: OneOf(QUERIES) = 'with_replacement'  # permutation: every key once (the last answers follow by elimination)
+n_train: Range(1) = 20000  # sequences per split
+n_val: Range(1) = 500
+n_test: Range(1) = 1000
+seed: Range(0) = 1337
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
+RULES = [('n_pairs <= n_keys', 'keys are distinct within a sequence: raise n_keys or lower n_pairs')]
 
 
 def example(rng, n_pairs, n_keys, n_vals, sep, queries='with_replacement'):
@@ -73,18 +74,6 @@ def build(cfg):
     return out
 
 
-def check(cfg):
-    if cfg['queries'] not in QUERIES:
-        raise configurator.UserError(f"queries={cfg['queries']!r} is not one of {', '.join(QUERIES)}")
-    if not 1 <= cfg['n_pairs'] <= cfg['n_keys']:
-        raise configurator.UserError(f"n_pairs={cfg['n_pairs']} needs 1 <= n_pairs <= n_keys={cfg['n_keys']} "
-                                     f"(keys are distinct within a sequence): raise n_keys or lower n_pairs")
-    if cfg['n_vals'] < 2:
-        raise configurator.UserError(f"n_vals={cfg['n_vals']} is too small: use at least 2")
-    if min(cfg['n_train'], cfg['n_val'], cfg['n_test']) < 1:
-        raise configurator.UserError("n_train, n_val and n_test must each be >= 1")
-
-
 def write(out, records, cfg):
     """Write the records sets through data.write_records in out.tmp, meta.json last, then rename."""
     tok = data.NumericTokenizer(cfg['n_keys'] + cfg['n_vals'])
@@ -106,9 +95,8 @@ def main():
     global out_dir
     cfg = configurator.configure(globals())
     out_dir = cfg['out_dir'] = out_dir or os.path.join('data', f'mqar_kv{n_pairs}')
-    check(cfg)
-    if data.is_prepared(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, cfg, force):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
     meta = write(out_dir, build(cfg), cfg)

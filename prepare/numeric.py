@@ -24,28 +24,33 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import Range, Text  # noqa: E402
 import data  # noqa: E402
 
-out_dir = 'data/numeric'
-n_values = 100             # the numbers 0..n_values-1 are tokens
-min_len = 8                # values per sequence in train/val/test
-max_len = 16
-long_min_len = 24          # values per sequence in test_long (length generalization)
-long_max_len = 32
-n_train = 20000            # sequences per split, spread evenly over the five types
-n_val = 1000
-n_test = 1000
-n_test_long = 1000
-max_step = 4               # arithmetic: |d| <= max_step
-max_ratio = 5              # geometric: r in 2..max_ratio
-max_period = 4             # alternating: 2..max_period values
-max_walk_step = 3          # random_walk: |step| <= max_walk_step
-val_fraction = 0.1         # of the hash space; sets how many draws val/test need, not their sizes
-test_fraction = 0.1
-seed = 1337
-force = False              # rebuild even if out_dir is already complete
-
 TYPES = ('counting', 'arithmetic', 'geometric', 'alternating', 'random_walk')
+
+out_dir: Text('output folder') = 'data/numeric'
+n_values: Range(8) = 100  # the numbers 0..n_values-1 are tokens
+min_len: Range(2) = 8  # values per sequence in train/val/test
+max_len: Range(2) = 16
+long_min_len: Range(2) = 24  # values per sequence in test_long (length generalization)
+long_max_len: Range(2) = 32
+n_train: Range(len(TYPES)) = 20000  # sequences per split, spread evenly over the five types (one each at least)
+n_val: Range(len(TYPES)) = 1000
+n_test: Range(len(TYPES)) = 1000
+n_test_long: Range(len(TYPES)) = 1000
+max_step: Range(2) = 4  # arithmetic: |d| <= max_step
+max_ratio: Range(2) = 5  # geometric: r in 2..max_ratio
+max_period: Range(2) = 4  # alternating: 2..max_period values
+max_walk_step: Range(1) = 3  # random_walk: |step| <= max_walk_step
+val_fraction: Range(0, 1, lo_open=True, hi_open=True) = 0.1  # of the hash space; sets how many draws val/test need,
+test_fraction: Range(0, 1, lo_open=True, hi_open=True) = 0.1  # not their sizes
+seed: Range(0) = 1337
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
+RULES = [('min_len <= max_len and long_min_len <= long_max_len', 'a length range runs from min to max'),
+         ('max_len <= n_values and long_max_len <= n_values', 'counting sequences must fit the n_values numbers'),
+         ('max_period <= n_values', 'an alternating pattern takes max_period distinct values'),
+         ('val_fraction + test_fraction < 1', 'train keeps the rest of the hash space')]
 
 
 def largest_prime(n):
@@ -136,23 +141,6 @@ def build(cfg):
     return out
 
 
-def check(cfg):
-    if cfg['n_values'] < 8:
-        raise configurator.UserError(f"n_values={cfg['n_values']} is too small: use at least 8")
-    if not 2 <= cfg['min_len'] <= cfg['max_len'] or not 2 <= cfg['long_min_len'] <= cfg['long_max_len']:
-        raise configurator.UserError("lengths need 2 <= min_len <= max_len and 2 <= long_min_len <= long_max_len")
-    longest = max(cfg['max_len'], cfg['long_max_len'])
-    if longest > cfg['n_values']:
-        raise configurator.UserError(f"counting sequences of {longest} values do not fit n_values={cfg['n_values']}: "
-                                     f"raise n_values or lower the lengths")
-    if not 2 <= cfg['max_period'] <= cfg['n_values'] or cfg['max_step'] < 2 or cfg['max_ratio'] < 2 or cfg['max_walk_step'] < 1:
-        raise configurator.UserError("need max_step >= 2, max_ratio >= 2, 2 <= max_period <= n_values, max_walk_step >= 1")
-    if min(cfg['n_train'], cfg['n_val'], cfg['n_test'], cfg['n_test_long']) < len(TYPES):
-        raise configurator.UserError(f"each of n_train, n_val, n_test, n_test_long must be >= {len(TYPES)} (one per type)")
-    if not (0 < cfg['val_fraction'] and 0 < cfg['test_fraction'] and cfg['val_fraction'] + cfg['test_fraction'] < 1):
-        raise configurator.UserError("val_fraction and test_fraction must be > 0 with a sum below 1")
-
-
 def write(out, records, cfg):
     """Write the records sets through data.write_records in out.tmp, meta.json last, then rename."""
     tok = data.NumericTokenizer(cfg['n_values'])
@@ -173,10 +161,9 @@ def write(out, records, cfg):
 def main():
     cfg = configurator.configure(globals())
     print(cfg)
-    if data.is_prepared(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, cfg, force):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
-    check(cfg)
     t0 = time.time()
     meta = write(out_dir, build(cfg), cfg)
     print(f"wrote {out_dir}: " + ', '.join(f"{s}: {v['records']:,} sequences" for s, v in meta['splits'].items())

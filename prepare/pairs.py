@@ -26,27 +26,28 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data as datalib  # noqa: E402
 
-data = 'stdlib'            # prepared LM data set under data_root
-data_root = 'data'
-from_split = 'val'         # the LM split whose documents become pairs (held out from SFT)
-out_dir = ''               # '' = <data_root>/<data>_pairs_<corruption>
-corruption = 'shuffle'     # 'shuffle' | 'other' | 'noise' (see above)
-chunk_tokens = 0           # > 0: cut documents into chunks of this many tokens, one pair per chunk (long
-                           # documents such as source files); 0: one pair per document (stories)
-max_per_doc = 0            # > 0: at most this many pairs (chunks) per document, so a split spans many documents
-prompt_frac = 0.5          # fraction of a document's (chunk's) tokens that form the prompt
-max_response_tokens = 128  # longer continuations are cut at their end (sequences stay within seq_max_len)
-min_response_tokens = 8    # shorter continuations: the document is skipped
-noise_frac = 0.25          # noise: fraction of the continuation's tokens replaced
-train_pairs = 20000        # -1 = every remaining document
-val_pairs = 500
-test_pairs = 500
-seed = 1337
-force = False              # rebuild even when out_dir holds pairs made with the same settings
-
 CORRUPTIONS = ('shuffle', 'other', 'noise')
+
+data: Text('prepared LM data set name') = 'stdlib'  # under data_root
+data_root: Text('folder of data sets') = 'data'
+from_split: Text('split of the LM data set') = 'val'  # its documents become pairs (held out from SFT)
+out_dir: Text('output folder') = ''  # '' = <data_root>/<data>_pairs_<corruption>
+corruption: OneOf(CORRUPTIONS) = 'shuffle'  # (see above)
+chunk_tokens: Range(0) = 0  # > 0: cut documents into chunks of this many tokens, one pair per chunk (long
+                           # documents such as source files); 0: one pair per document (stories)
+max_per_doc: Range(0) = 0  # > 0: at most this many pairs (chunks) per document, so a split spans many documents
+prompt_frac: Range(0, 1, lo_open=True, hi_open=True) = 0.5  # fraction of a document's (chunk's) tokens in the prompt
+max_response_tokens: Range(1) = 128  # longer continuations are cut at their end (sequences stay within seq_max_len)
+min_response_tokens: Range(1) = 8  # shorter continuations: the document is skipped
+noise_frac: Range(0, 1, lo_open=True) = 0.25  # noise: fraction of the continuation's tokens replaced
+train_pairs: Range(1, also=(-1,)) = 20000  # -1 = every remaining document
+val_pairs: Range(1) = 500
+test_pairs: Range(1) = 500
+seed: Range(0) = 1337
+force: bool = False  # rebuild out_dir (only a pairs set prepare/ made)
 SETTINGS = ('from_split', 'corruption', 'chunk_tokens', 'max_per_doc', 'prompt_frac', 'max_response_tokens', 'min_response_tokens',
             'noise_frac', 'train_pairs', 'val_pairs', 'test_pairs', 'seed')
 DEFAULTS = {k: globals()[k] for k in SETTINGS}
@@ -195,22 +196,13 @@ def build_pairs(lm_dir, pairs_dir, **overrides):
     return out
 
 
-def up_to_date(pairs_dir, settings):
-    """True when pairs_dir is complete and was built with these settings (then re-running is a no-op)."""
-    if not datalib.is_prepared(pairs_dir):
-        return False
-    import json
-    with open(os.path.join(pairs_dir, 'meta.json')) as f:
-        return json.load(f).get('config') == settings
-
-
 def main():
     config = configurator.configure(globals())
     print(config)
     lm_dir = os.path.join(data_root, data)
     dest = out_dir or os.path.join(data_root, f'{data}_pairs_{corruption}')
     settings = {**DEFAULTS, **{k: config[k] for k in SETTINGS}}
-    if up_to_date(dest, settings) and not force:
+    if datalib.check_existing(dest, settings, force):
         print(f"{dest} already holds these pairs (use --force=True to rebuild)")
         return
     t0 = time.time()

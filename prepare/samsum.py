@@ -20,20 +20,22 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 import text  # noqa: E402  (prepare/text.py: loading local files / the hub)
 
-source = 'Samsung/samsum'  # hub id, or local .jsonl/.parquet files (a file or folder) with the same fields
-dialogue_field = 'dialogue'
-summary_field = 'summary'
-out_dir = 'data/samsum'
-tokenizer = 'bpe'          # 'bpe' (trained here on the train split), 'byte' or 'gpt2'
-vocab_size = 8192          # bpe only; includes the 3 special tokens
-val_fraction = 0.05        # carved from train when the source has no validation split
-test_fraction = 0.05       # carved from train when the source has no test split
-max_rows = -1              # per split; -1 = all
-seed = 1337
-force = False
+source: Text('hub id, or local .jsonl/.parquet files') = 'Samsung/samsum'  # a file or folder with the same fields
+dialogue_field: Text('column with the dialogue') = 'dialogue'
+summary_field: Text('column with the summary') = 'summary'
+out_dir: Text('output folder') = 'data/samsum'
+tokenizer: OneOf(data.TOKENIZERS) = 'bpe'  # bpe: trained here on the train split
+vocab_size: Range(data.MIN_BPE_VOCAB) = 8192  # bpe only; includes the 3 special tokens
+val_fraction: Range(0, 1, hi_open=True) = 0.05  # carved from train when the source has no validation split
+test_fraction: Range(0, 1, hi_open=True) = 0.05  # carved from train when the source has no test split
+max_rows: Range(1, also=(-1,)) = -1  # per split; -1 = all
+seed: Range(0) = 1337
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
+RULES = [('val_fraction + test_fraction < 1', 'train keeps the rest of the rows')]
 
 
 def clean(t):
@@ -43,8 +45,8 @@ def clean(t):
 def main():
     config = configurator.configure(globals())
     print(config)
-    if data.is_prepared(out_dir) and 'seq2seq' in data.load_meta(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, config, force, done_key='seq2seq'):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
     cols = [dialogue_field, summary_field]

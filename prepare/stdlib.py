@@ -15,17 +15,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 
-out_dir = 'data/stdlib'
-tokenizer = 'bpe'          # 'bpe' (trained here on the train split), 'byte' or 'gpt2'
-vocab_size = 4096          # bpe only; includes the 3 special tokens
-val_fraction = 0.05        # of files, chosen by a hash of the relative path
-shard_tokens = 10_000_000
-include_tests = True       # the stdlib's test suites are about 19 MB of the 31 MB
-seed = 1337                # mixed into the split hash
-source = ''                # '' = this interpreter's stdlib folder; else any folder
-force = False              # rebuild even if out_dir is already complete
+out_dir: Text('output folder') = 'data/stdlib'
+tokenizer: OneOf(data.TOKENIZERS) = 'bpe'  # bpe: trained here on the train split
+vocab_size: Range(data.MIN_BPE_VOCAB) = 4096  # bpe only; includes the 3 special tokens
+val_fraction: Range(0, 1, hi_open=True) = 0.05  # of files, chosen by a hash of the relative path
+shard_tokens: Range(1) = 10_000_000
+include_tests: bool = True  # the stdlib's test suites are about 19 MB of the 31 MB
+seed: Range(0) = 1337  # mixed into the split hash
+source: Text('folder of .py/.txt/.rst files') = ''  # '' = this interpreter's stdlib folder; else any folder
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
 
 EXTENSIONS = ('.py', '.txt', '.rst')
 SKIP_DIRS = {'site-packages', 'dist-packages', '__pycache__'}
@@ -47,8 +48,8 @@ def collect_files(root, include_tests):
 def main():
     config = configurator.configure(globals())
     print(config)
-    if data.is_prepared(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, config, force):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
     root = source or sysconfig.get_paths()['stdlib']

@@ -15,19 +15,20 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 
-source = ''                # file or folder of .txt/.jsonl/.parquet, or a hub dataset id
-field = 'text'             # jsonl/parquet/hub column holding the document
-config_name = ''           # hub dataset configuration, if it has several
-out_dir = ''               # '' = data/<name derived from source>
-tokenizer = 'gpt2'         # 'gpt2', 'bpe' (trained here on the train split) or 'byte'
-vocab_size = 8192          # bpe only; includes the 3 special tokens
-val_fraction = 0.01        # used when the source has no validation split
-max_docs = -1              # per split; -1 = all
-shard_tokens = 10_000_000
-seed = 1337                # mixed into the split hash
-force = False              # rebuild even if out_dir is already complete
+source: Text('file or folder of .txt/.jsonl/.parquet, or a hub dataset id') = ''
+field: Text('column holding the document') = 'text'  # jsonl/parquet/hub column
+config_name: Text('hub dataset configuration') = ''  # if it has several
+out_dir: Text('output folder') = ''  # '' = data/<name derived from source>
+tokenizer: OneOf(data.TOKENIZERS) = 'gpt2'  # bpe: trained here on the train split
+vocab_size: Range(data.MIN_BPE_VOCAB) = 8192  # bpe only; includes the 3 special tokens
+val_fraction: Range(0, 1, hi_open=True) = 0.01  # used when the source has no validation split
+max_docs: Range(1, also=(-1,)) = -1  # per split; -1 = all
+shard_tokens: Range(1) = 10_000_000
+seed: Range(0) = 1337  # mixed into the split hash
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
 
 LOCAL_EXTS = ('.txt', '.jsonl', '.parquet')
 VAL_NAMES = ('validation', 'valid', 'val')
@@ -136,8 +137,8 @@ def main():
     if not source:
         raise data.DataError("--source is required: a file or folder of .txt/.jsonl/.parquet, or a hub dataset id")
     out_dir = out_dir or default_out_dir(source)
-    if data.is_prepared(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, config, force):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
     raw = load_local(source) if os.path.exists(source) else load_hub(source)

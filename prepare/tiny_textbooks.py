@@ -23,22 +23,25 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 import text  # noqa: E402  (prepare/text.py: loading local files / the hub)
 
-source = 'nampdn-ai/tiny-textbooks'  # hub id, or local .jsonl/.parquet/.txt (a file or folder) with the same fields
-field = 'textbook'         # the column with the document (tiny-textbooks: 'textbook' = the synthetic text)
-out_dir = 'data/tiny_textbooks'
-tokenizer = 'bpe'          # 'bpe' (trained here on the train split), 'byte' or 'gpt2'
-vocab_size = 8192          # bpe only; includes the 3 special tokens
-min_doc_tokens = 32        # shorter documents are dropped: a midpoint split of a few tokens says nothing
-max_doc_tokens = 1024      # longer documents become nearly equal pieces of at most this many tokens
-val_fraction = 0.01        # carved from train when the source has no validation split
-test_fraction = 0.01       # carved from train when the source has no test split
-max_docs = -1              # per split; -1 = all
-shard_tokens = 10_000_000
-seed = 1337
-force = False
+source: Text('hub id, or local .jsonl/.parquet/.txt') = 'nampdn-ai/tiny-textbooks'  # a file or folder, same fields
+field: Text('column with the document') = 'textbook'  # tiny-textbooks: 'textbook' = the synthetic text
+out_dir: Text('output folder') = 'data/tiny_textbooks'
+tokenizer: OneOf(data.TOKENIZERS) = 'bpe'  # bpe: trained here on the train split
+vocab_size: Range(data.MIN_BPE_VOCAB) = 8192  # bpe only; includes the 3 special tokens
+min_doc_tokens: Range(2) = 32  # shorter documents are dropped: a midpoint split of a few tokens says nothing
+max_doc_tokens: Range(2) = 1024  # longer documents become nearly equal pieces of at most this many tokens
+val_fraction: Range(0, 1, hi_open=True) = 0.01  # carved from train when the source has no validation split
+test_fraction: Range(0, 1, hi_open=True) = 0.01  # carved from train when the source has no test split
+max_docs: Range(1, also=(-1,)) = -1  # per split; -1 = all
+shard_tokens: Range(1) = 10_000_000
+seed: Range(0) = 1337
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
+RULES = [('min_doc_tokens <= max_doc_tokens', 'a piece holds at least one whole short document'),
+         ('val_fraction + test_fraction < 1', 'train keeps the rest of the rows')]
 
 
 def midpoint_records(ids, min_tokens, max_tokens):
@@ -53,10 +56,8 @@ def midpoint_records(ids, min_tokens, max_tokens):
 def main():
     config = configurator.configure(globals())
     print(config)
-    if min_doc_tokens < 2 or max_doc_tokens < min_doc_tokens:
-        raise data.DataError(f"need 2 <= min_doc_tokens <= max_doc_tokens, got {min_doc_tokens} and {max_doc_tokens}")
-    if data.is_prepared(out_dir) and 'seq2seq' in data.load_meta(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, config, force, done_key='seq2seq'):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
     rows = text.carve_splits(text.load_split_rows(source, [field], max_rows=max_docs), val_fraction, test_fraction, seed)

@@ -22,26 +22,28 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 import pairs as pairlib  # noqa: E402
 import text as textlib  # noqa: E402
 
-source = 'roneneldan/TinyStories'  # hub id, or a local .txt/.jsonl/.parquet file or folder (see above)
-limit = -1                 # at most this many training stories (-1 = all)
-val_limit = -1             # at most this many validation stories (they feed the val split and the pairs)
-tokenizer = 'gpt2'         # 'gpt2', 'bpe' (trained here on the train split) or 'byte' (offline tests)
-vocab_size = 8192          # bpe only; includes the 3 special tokens
-val_fraction = 0.05        # local sources without a validation file
-out_dir = 'data/tinystories'
-shard_tokens = 10_000_000
-build_pairs = True         # also build the preference pairs (into <out_dir>_pairs_<corruption>)
-corruption = pairlib.corruption
-train_pairs = -1           # -1 = every validation story not used for val/test pairs
-val_pairs = pairlib.val_pairs
-test_pairs = pairlib.test_pairs
-max_response_tokens = pairlib.max_response_tokens
-seed = 1337
-force = False              # rebuild even if out_dir is already complete
+source: Text('hub id, or a local .txt/.jsonl/.parquet file or folder') = 'roneneldan/TinyStories'  # (see above)
+limit: Range(1, also=(-1,)) = -1  # at most this many training stories (-1 = all)
+val_limit: Range(1, also=(-1,)) = -1  # at most this many validation stories (they feed the val split and the pairs)
+tokenizer: OneOf(data.TOKENIZERS) = 'gpt2'  # bpe: trained here on the train split; byte: offline tests
+vocab_size: Range(data.MIN_BPE_VOCAB) = 8192  # bpe only; includes the 3 special tokens
+val_fraction: Range(0, 1, hi_open=True) = 0.05  # local sources without a validation file
+out_dir: Text('output folder') = 'data/tinystories'
+shard_tokens: Range(1) = 10_000_000
+build_pairs: bool = True  # also build the preference pairs (into <out_dir>_pairs_<corruption>)
+corruption: OneOf(pairlib.CORRUPTIONS) = pairlib.corruption
+train_pairs: Range(1, also=(-1,)) = -1  # -1 = every validation story not used for val/test pairs
+val_pairs: Range(1) = pairlib.val_pairs
+test_pairs: Range(1) = pairlib.test_pairs
+max_response_tokens: Range(1) = pairlib.max_response_tokens
+seed: Range(0) = 1337
+force: bool = False  # rebuild out_dir and the pairs (only data sets prepare/ made)
+PAIR_SETTINGS = ('build_pairs', 'corruption', 'train_pairs', 'val_pairs', 'test_pairs', 'max_response_tokens')
 
 EOT = '<|endoftext|>'
 VAL_FILE = re.compile(r'(^|[-_.])(valid|validation|val)([-_.]|$)', re.I)
@@ -72,7 +74,7 @@ def main():
     config = configurator.configure(globals())
     print(config)
     pairs_dir = f'{os.path.normpath(out_dir)}_pairs_{corruption}'
-    if not data.is_prepared(out_dir) or force:
+    if not data.check_existing(out_dir, config, force, ignore=PAIR_SETTINGS):
         t0 = time.time()
         raw = read_local(source) if os.path.exists(source) else textlib.load_hub(source)
         if 'train' not in raw:
@@ -95,13 +97,13 @@ def main():
             'source': source, 'field': 'text', 'documents': n_docs, 'config': config})
         data.print_summary(out_dir, meta, n_docs, time.time() - t0)
     else:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
     if build_pairs:
         settings = {**pairlib.DEFAULTS, 'from_split': 'val', 'corruption': corruption, 'train_pairs': train_pairs,
                     'val_pairs': val_pairs, 'test_pairs': test_pairs, 'max_response_tokens': max_response_tokens,
                     'seed': seed}
-        if pairlib.up_to_date(pairs_dir, settings) and not force:
-            print(f"{pairs_dir} already holds these pairs")
+        if data.check_existing(pairs_dir, settings, force):
+            print(f"{pairs_dir} already holds these pairs (use --force=True to rebuild)")
             return
         meta = pairlib.build_pairs(out_dir, pairs_dir, **settings)
         print(f"wrote {pairs_dir}: " + ', '.join(f"{k}: {v['pairs']:,} pairs" for k, v in meta['splits'].items()))

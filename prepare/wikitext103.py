@@ -15,16 +15,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 
-source = 'Salesforce/wikitext'   # hub id, or a local folder with files named by split
-variant = 'wikitext-103-raw-v1'  # hub configuration ('wikitext-103-v1' = the <unk> variant)
-out_dir = 'data/wikitext103'
-tokenizer = 'gpt2'               # 'gpt2' | 'bpe' | 'byte'
-vocab_size = 32768               # bpe only
-subset_ratio = 1.0               # keep this fraction of the train articles (the first ones)
-shard_tokens = 50_000_000
-force = False
+source: Text('hub id, or a local folder with files named by split') = 'Salesforce/wikitext'
+variant: Text('hub configuration') = 'wikitext-103-raw-v1'  # 'wikitext-103-v1' = the <unk> variant
+out_dir: Text('output folder') = 'data/wikitext103'
+tokenizer: OneOf(data.TOKENIZERS) = 'gpt2'
+vocab_size: Range(data.MIN_BPE_VOCAB) = 32768  # bpe only
+subset_ratio: Range(0, 1, lo_open=True) = 1.0  # keep this fraction of the train articles (the first ones)
+shard_tokens: Range(1) = 50_000_000
+force: bool = False  # rebuild out_dir (only a data set prepare/ made)
 
 SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test'}
 HEADING = re.compile(r'^ = [^=].* = $')
@@ -69,10 +70,8 @@ def articles(lines):
 
 def main():
     config = configurator.configure(globals())
-    if not 0 < subset_ratio <= 1:
-        raise data.DataError(f"subset_ratio must be in (0, 1], got {subset_ratio}")
-    if data.is_prepared(out_dir) and not force:
-        print(f"{out_dir} already prepared (use --force=True to rebuild)")
+    if data.check_existing(out_dir, config, force):
+        print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
     raw = load_splits(source)

@@ -13,7 +13,7 @@ import data as datalib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--max_iters=2',
-        '--eval_interval=2', '--eval_iters=1', '--log_tensorboard=False', '--log_figures=False']
+        '--warmup_iters=0', '--eval_interval=2', '--eval_iters=1', '--log_tensorboard=False', '--log_figures=False']
 
 
 @pytest.fixture(scope='module')
@@ -62,13 +62,13 @@ CASES = [
     ('data vocabulary larger than the model', T + ['--vocab_size=64'], "larger than the model's vocab_size"),
     ('validation split smaller than one window', T + ['--data=smallval'], 'fewer than block_size+1'),
     ('n_embd not divisible by n_head', T + ['--n_embd=31'], 'not divisible by n_head'),
-    ('unknown pos_emb', T + ['--pos_emb=alibi'], 'valid values: none, learned'),
-    ('unknown norm', T + ['--norm=batchnorm'], 'valid values: layernorm, rmsnorm'),
-    ('unknown mlp', T + ['--mlp=relu2'], 'valid values: gelu, swiglu'),
-    ('unknown attn', T + ['--attn=sparse'], 'valid values: softmax'),
-    ('unknown lr_schedule', T + ['--lr_schedule=step'], 'valid values: cosine, wsd, constant'),
-    ('unknown optimizer', T + ['--optimizer=sgd'], 'valid values: adamw, muon'),
-    ('muon momentum out of range', T + ['--optimizer=muon', '--muon_momentum=1.5'], '0 <= muon_momentum < 1'),
+    ('unknown pos_emb', T + ['--pos_emb=no_such_encoding'], "pos_emb takes one of 'none', 'learned'"),
+    ('unknown norm', T + ['--norm=batchnorm'], "norm takes one of 'layernorm', 'rmsnorm'"),
+    ('unknown mlp', T + ['--mlp=relu2'], "mlp takes one of 'gelu', 'swiglu'"),
+    ('unknown attn', T + ['--attn=sparse'], "attn takes one of 'softmax'"),
+    ('unknown lr_schedule', T + ['--lr_schedule=step'], "lr_schedule takes one of 'cosine', 'wsd', 'constant'"),
+    ('unknown optimizer', T + ['--optimizer=sgd'], "optimizer takes one of 'adamw', 'muon'"),
+    ('muon momentum out of range', T + ['--optimizer=muon', '--muon_momentum=1.5'], 'muon_momentum takes a number in [0, 1)'),
     ('batch not divisible across ranks and accumulation', T + ['--global_batch_tokens=1000'], 'not divisible'),
     ('bad run_name placeholder', T + ['--run_name={nope}'], 'bad placeholder'),
     ('resume with no run', T + ['--init_from=resume', '--seed=99'], 'no run at'),
@@ -76,7 +76,16 @@ CASES = [
     ('sample without a checkpoint', ['python', 'sample.py'], 'no checkpoint given'),
     ('sample from a missing checkpoint', ['python', 'sample.py', '--ckpt=/nonexistent'], 'not found'),
     ('sample from a truncated checkpoint', ['python', 'sample.py', '--ckpt={truncated}'], 'truncated'),
-    ('max_new_tokens < 1', ['python', 'sample.py', '--ckpt={ckpt}', '--max_new_tokens=0'], 'max_new_tokens must be >= 1'),
+    ('max_new_tokens < 1', ['python', 'sample.py', '--ckpt={ckpt}', '--max_new_tokens=0'],
+     'max_new_tokens takes a number >= 1'),
+    ('negative temperature', ['python', 'sample.py', '--ckpt={ckpt}', '--temperature=-1'],
+     '--temperature=-1.0 is not accepted: temperature takes a number >= 0'),
+    ('negative top_k', ['python', 'sample.py', '--ckpt={ckpt}', '--top_k=-5'],
+     '--top_k=-5 is not accepted: top_k takes a number >= 0'),
+    ('empty prompt file', ['python', 'sample.py', '--ckpt={ckpt}', '--file={empty}_prompt.txt'],
+     "prompt file '{empty}_prompt.txt' is empty"),
+    ('export --force onto its own run', ['python', 'export_hf.py', '--ckpt={ckpt}', '--out={ckpt}', '--force=True'],
+     'holds the checkpoint being exported'),
     ('unreadable prompt file', ['python', 'sample.py', '--ckpt={ckpt}', '--file=/nonexistent.txt'], 'cannot read prompt file'),
     ('unknown eval task', ['python', 'eval_tasks.py', 'flops', '--ckpt={ckpt}'], "unknown task 'flops'"),
     ('eval data with another tokenizer', ['python', 'eval_tasks.py', 'ppl', '--ckpt={ckpt}', '--data=otherbpe', '{data}'],
@@ -93,8 +102,10 @@ CASES = [
 @pytest.mark.parametrize('case,command,phrase', CASES, ids=[c[0] for c in CASES])
 def test_bad_input(env, tmp_path, case, command, phrase):
     (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty_prompt.txt').write_text('')
     subs = {'{data}': f"--data_root={env['data']}", '{out}': f'--out_dir={tmp_path}/out', '{ckpt}': env['ckpt'],
             '{truncated}': env['truncated'], '{empty}': str(tmp_path / 'empty')}
+    phrase = phrase.replace('{empty}', subs['{empty}'])
     args = []
     for a in command:
         for k, v in subs.items():
@@ -118,11 +129,40 @@ def test_resume_with_changed_flags_writes_nothing(env):
     assert before == after
 
 
+def test_empty_stdin_prompt_is_refused_but_explicit_empty_prompt_is_unconditional(env):
+    r = subprocess.run([sys.executable, 'sample.py', f"--ckpt={env['ckpt']}", '--prompt=-', '--max_new_tokens=3'],
+                       cwd=ROOT, capture_output=True, text=True, input='')
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: --prompt=- read an empty stdin'), r.stderr
+    assert r.stdout == ''
+    r = subprocess.run([sys.executable, 'sample.py', f"--ckpt={env['ckpt']}", '--prompt=', '--max_new_tokens=3'],
+                       cwd=ROOT, capture_output=True, text=True, input='')
+    assert r.returncode == 0 and r.stderr == '' and len(r.stdout) >= 1, r.stderr
+
+
 def test_long_prompt_and_large_top_k_get_notices_not_errors(env):
     r = subprocess.run([sys.executable, 'sample.py', f"--ckpt={env['ckpt']}", '--prompt=' + 'a' * 100,
                         '--max_new_tokens=3', '--top_k=100000'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert 'more than block_size=32' in r.stderr and 'clamped' in r.stderr
+
+
+def test_long_prompt_notice_for_every_position_scheme(tmp_path):
+    """The prompt is cut to its last block_size tokens for any model, so the notice is shown for any model."""
+    import io
+    import torch
+    import sample
+    from model import GPT, GPTConfig
+    tok = datalib.get_tokenizer({'kind': 'byte'})
+    for pos_emb in ('learned', 'rope', 'none'):
+        model = GPT(GPTConfig(vocab_size=320, block_size=8, n_layer=1, n_head=2, n_embd=16, pos_emb=pos_emb))
+        err = io.StringIO()
+        sys.stderr, saved = err, sys.stderr
+        try:
+            sample.stream_sample(model, tok, 'x' * 20, 2, out=io.StringIO())
+        finally:
+            sys.stderr = saved
+        assert 'prompt has 20 tokens, more than block_size=8; using its last 8' in err.getvalue(), pos_emb
 
 
 # Every setting is checked before the first side effect: on a checkout with no data/, the quickstart
@@ -134,13 +174,14 @@ BAD_SETTINGS = ['--pos_emb=fourier', '--norm=batchnorm', '--mlp=relu', '--attn=f
 
 
 def test_bad_settings_fail_the_check():
-    """check_settings (run before anything is prepared or written) rejects each bad setting."""
+    """The declarations and check_settings (run before anything is prepared or written) reject each bad setting."""
     import train
-    from configurator import UserError, parse_value
+    from configurator import UserError, check_declared, parse_value
     for bad in BAD_SETTINGS:
         cfg = {**train.DEFAULTS, 'lr_schedule': 'wsd'}  # (decay_budgets needs wsd to reach its own check)
         cfg.update((kv[2:].split('=', 1)[0], parse_value(kv.split('=', 1)[1])) for kv in bad.split())
         with pytest.raises(UserError):
+            check_declared(vars(train), cfg)
             train.check_settings(cfg)
 
 

@@ -51,7 +51,7 @@ def run(args, cwd):
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize('arg', ['--n_layr=2', '--max_iters=abc', 'config/missing.py', '--pos_emb=alibi',
+@pytest.mark.parametrize('arg', ['--n_layr=2', '--max_iters=abc', 'config/missing.py', '--pos_emb=no_such_encoding',
                                  '--n_embd=30'])
 def test_train_bad_input_exits_2_one_line_nothing_written(tmp_path, arg):
     r = run([sys.executable, os.path.join(ROOT, 'train.py'), f'--out_dir={tmp_path}/out',
@@ -74,3 +74,19 @@ def test_launcher_list_and_unknown_problem():
     assert r.returncode == 0 and 'quickstart' in r.stdout and 'gpt2_124m' in r.stdout
     r = run(['bash', os.path.join(ROOT, 'launcher.sh'), 'quikstart'], cwd=ROOT)
     assert r.returncode == 2 and "unknown problem 'quikstart'" in r.stderr and 'quickstart' in r.stderr
+
+
+@pytest.mark.parametrize('text,line,what', [
+    ('"""a config"""\nmax_iters = 10\nn_layer = (2\n', 3, "syntax error in config file: '(' was never closed"),
+    ('max_iters = 10\n\nn_layer = int("two")\n', 3,
+     "config file raised ValueError: invalid literal for int() with base 10: 'two'"),
+])
+def test_config_file_error_is_one_line_with_file_and_line(tmp_path, text, line, what):
+    cfg = tmp_path / 'bad_config.py'
+    cfg.write_text(text)
+    r = run([sys.executable, os.path.join(ROOT, 'train.py'), str(cfg), f'--out_dir={tmp_path}/out',
+             f'--data_root={tmp_path}/nodata'], cwd=ROOT)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr
+    assert lines[0] == f"error: {cfg}:{line}: {what}; fix that line"
+    assert sorted(os.listdir(tmp_path)) == ['bad_config.py']

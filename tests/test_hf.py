@@ -126,11 +126,13 @@ def test_import_published_gpt2_layout(tmp_path):
 
 
 def test_init_from_hf_in_train(tiny_data, tmp_path):
-    """train.py --init_from=hf:DIR takes the folder's flags and weights (lr 0: the weights stay)."""
+    """train.py --init_from=hf:DIR takes the folder's flags and weights (lr 1e-30, as learning_rate must be > 0:
+    updates far below float32 resolution, so the weights stay)."""
     src = make_ckpt(tmp_path / 'c.pt', {'kind': 'byte'}, **LAYOUTS['llama'])
     export_hf.export(str(tmp_path / 'c.pt'), str(tmp_path / 'hf'))
     args = [sys.executable, 'train.py', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path / "out"}',
-            f"--init_from=hf:{tmp_path / 'hf'}", '--max_iters=1', '--learning_rate=0', '--min_lr=0', '--batch_size=2',
+            f"--init_from=hf:{tmp_path / 'hf'}", '--max_iters=1', '--warmup_iters=0', '--learning_rate=1e-30', '--min_lr=0',
+            '--batch_size=2',
             '--block_size=16', '--eval_iters=1', '--log_tensorboard=False', '--ckpt_format=safetensors']
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-2000:]
@@ -214,3 +216,44 @@ def test_gpt2_tokenizer_checkpoint_exports(tmp_path):
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / 'hf'))
     text = sample_text()
     assert theirs(text)['input_ids'] == ours.encode(text)
+
+
+def tree(d):
+    """{relative path: bytes} of every file under d."""
+    return {os.path.relpath(os.path.join(r, f), d): open(os.path.join(r, f), 'rb').read()
+            for r, _, fs in os.walk(d) for f in fs}
+
+
+def test_export_force_onto_its_own_run_exits_2_and_the_run_is_intact(tmp_path):
+    """The issue's case, as a user types it: the run being exported is never deleted by --force."""
+    run = tmp_path / 'out' / 'myrun'
+    make_ckpt(run / 'ckpt' / 'last.pt', {'kind': 'byte'})
+    (run / 'config.json').write_text('{"n_layer": 2}')
+    (run / 'metrics.jsonl').write_text('{"event": "train", "step": 7}\n')
+    before = tree(run)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'export_hf.py'), '--ckpt=out/myrun', '--out=out/myrun',
+                        '--force=True'], cwd=tmp_path, capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0] == ("error: --force=True would delete 'out/myrun', which holds the checkpoint being exported "
+                        "(out/myrun); export to another --out (--force only replaces a folder export_hf.py wrote)")
+    assert tree(run) == before and sorted(os.listdir(tmp_path / 'out')) == ['myrun']
+
+
+def test_export_force_replaces_only_its_own_folder(tmp_path):
+    make_ckpt(tmp_path / 'c.pt', {'kind': 'byte'})
+    other_run = tmp_path / 'run2'
+    make_ckpt(other_run / 'ckpt' / 'last.pt', {'kind': 'byte'})
+    user_dir = tmp_path / 'notes'
+    user_dir.mkdir()
+    (user_dir / 'todo.txt').write_text('mine')
+    for dest, why in ((other_run, 'holds a run or checkpoints'), (user_dir, 'was not written by export_hf.py'),
+                      (tmp_path, 'holds the checkpoint being exported')):
+        before = tree(dest)
+        with pytest.raises(UserError, match=f"--force=True would delete '{dest}', which {why}"):
+            export_hf.export(str(tmp_path / 'c.pt'), str(dest), force_=True)
+        assert tree(dest) == before
+    export_hf.export(str(tmp_path / 'c.pt'), str(tmp_path / 'hf'))
+    (tmp_path / 'hf' / 'stale.txt').write_text('from before')
+    assert export_hf.export(str(tmp_path / 'c.pt'), str(tmp_path / 'hf'), force_=True) <= 1e-4  # its own: replaced
+    assert not (tmp_path / 'hf' / 'stale.txt').exists() and (tmp_path / 'hf' / 'gptlab.json').is_file()

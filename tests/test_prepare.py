@@ -71,12 +71,13 @@ def test_stdlib_prepare(tmp_path, py_source, tokenizer):
     assert meta['splits']['train']['shards'] > 1  # shard_tokens=50 forces several shards
     assert os.path.exists(os.path.join(out, 'tokenizer.bpe')) == (tokenizer == 'bpe')
     assert not os.path.exists(out + '.tmp') and 'wrote' in r.stdout
-    # complete data set: re-running does nothing; --force rebuilds identically (deterministic)
+    # complete data set: re-running with the same settings does nothing; --force rebuilds identically (deterministic)
     before = {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out) if f.endswith('.bin')}
-    r = run('stdlib', f'--source={src}', f'--out_dir={out}')
-    assert r.returncode == 0 and 'already prepared' in r.stdout
-    r = run('stdlib', f'--source={src}', f'--out_dir={out}', f'--tokenizer={tokenizer}', '--vocab_size=300',
-            '--shard_tokens=50', '--val_fraction=0.2', '--force=True')
+    same = (f'--source={src}', f'--out_dir={out}', f'--tokenizer={tokenizer}', '--vocab_size=300',
+            '--shard_tokens=50', '--val_fraction=0.2')
+    r = run('stdlib', *same)
+    assert r.returncode == 0 and 'already prepared' in r.stdout, r.stderr
+    r = run('stdlib', *same, '--force=True')
     assert r.returncode == 0, r.stderr
     assert before == {f: open(os.path.join(out, f), 'rb').read() for f in os.listdir(out) if f.endswith('.bin')}
 
@@ -155,3 +156,44 @@ def test_bad_setting_fails_cleanly(tmp_path):
     r = run('stdlib', '--vocab_sise=300', f'--out_dir={tmp_path / "o"}')
     assert r.returncode == 2 and "did you mean 'vocab_size'" in r.stderr
     assert not os.path.exists(tmp_path / 'o')
+
+
+def test_prepare_with_other_settings_is_refused(tmp_path, py_source):
+    """The issue's case: a data set made with bpe is never reused silently for --tokenizer=byte."""
+    src, _ = py_source
+    out = str(tmp_path / 'stdlib')
+    r = run('stdlib', f'--source={src}', f'--out_dir={out}', '--tokenizer=bpe', '--vocab_size=300')
+    assert r.returncode == 0, r.stderr
+    meta_before = open(os.path.join(out, 'meta.json')).read()
+    r = run('stdlib', f'--source={src}', f'--out_dir={out}', '--tokenizer=byte', '--vocab_size=300')
+    assert r.returncode == 2 and 'already prepared' not in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and 'Traceback' not in r.stderr
+    assert f"{out} was made with other settings: tokenizer='bpe' (now 'byte')" in lines[0]
+    assert '--force=True' in lines[0] and '--out_dir=' in lines[0]
+    assert open(os.path.join(out, 'meta.json')).read() == meta_before  # untouched
+    r = run('stdlib', f'--source={src}', f'--out_dir={out}', '--tokenizer=byte', '--vocab_size=300', '--force=True')
+    assert r.returncode == 0, r.stderr
+    assert data.load_meta(out)['tokenizer']['kind'] == 'byte'
+
+
+@pytest.mark.parametrize('script,args', [('stdlib', ('--tokenizer=byte',)),
+                                         ('mqar', ('--n_train=4', '--n_val=2', '--n_test=2')),
+                                         ('lengen', ('--n_train=4', '--n_val=2', '--n_test=1'))])
+@pytest.mark.parametrize('force', [False, True])
+def test_prepare_never_replaces_a_folder_it_did_not_make(tmp_path, py_source, script, args, force):
+    """A run directory given as --out_dir (by mistake) survives, with --force=True too."""
+    run_dir = tmp_path / 'myrun'
+    (run_dir / 'ckpt').mkdir(parents=True)
+    files = {'config.json': '{"n_layer": 2}', 'metrics.jsonl': '{"step": 1}\n', 'ckpt/last.pt': 'weights'}
+    for name, text in files.items():
+        (run_dir / name).write_text(text)
+    r = run(script, f'--source={py_source[0]}' if script == 'stdlib' else '--seed=1', f'--out_dir={run_dir}',
+            *args, f'--force={force}')
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (f"error: out_dir '{run_dir}' exists and is not a data set made by prepare/ "
+                                            f"(no meta.json of ours); it is never replaced, not even with --force=True: "
+                                            f"choose another --out_dir")
+    assert {n: (run_dir / n).read_text() for n in files} == files
+    assert sorted(os.listdir(tmp_path)) == ['myrun', 'src']  # no .tmp left either

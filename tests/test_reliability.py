@@ -1,4 +1,5 @@
 """Faults: kill -9, SIGTERM, failed checkpoint writes, non-finite losses, interrupted prepare."""
+import errno
 import glob
 import hashlib
 import json
@@ -122,6 +123,39 @@ def test_failed_checkpoint_write_keeps_previous_and_is_one_line(tiny_data, tmp_p
     err = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(err) == 1 and 'could not write checkpoint' in err[0] and 'intact' in err[0], r.stderr
     assert torch.load(os.path.join(ckpt, 'last.pt'), weights_only=True)['step'] == 4
+
+
+@pytest.mark.parametrize('err,advice,not_advice', [
+    (PermissionError(errno.EACCES, 'Permission denied'), 'writable', 'disk space'),
+    (OSError(errno.ENOSPC, 'No space left on device'), 'free disk space', 'writable'),
+])
+def test_checkpoint_write_error_says_the_true_cause(tmp_path, monkeypatch, err, advice, not_advice):
+    """A failed save raises the OSError; save_error_message turns it into advice that fits its errno."""
+    import checkpoint
+    path = str(tmp_path / 'ckpt' / 'last.pt')
+    checkpoint.save_checkpoint(path, {'step': 1})
+
+    def failing_replace(src, dst):
+        raise err
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    with pytest.raises(OSError) as e:
+        checkpoint.save_checkpoint(path, {'step': 2})
+    msg = checkpoint.save_error_message(path, e.value)
+    assert msg.startswith(f"could not write checkpoint {path} ({err.strerror}); the previous checkpoint is intact; ")
+    assert advice in msg and not_advice not in msg and msg.endswith('continue with --init_from=resume')
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)['step'] == 1
+
+
+def test_checkpoint_write_under_a_file_is_not_a_disk_problem(tmp_path):
+    """A real failure (no chmod: tests run as root): the checkpoint folder's parent is a file."""
+    import checkpoint
+    (tmp_path / 'run').write_text('a file where the run folder should be')
+    path = str(tmp_path / 'run' / 'ckpt' / 'last.pt')
+    with pytest.raises(OSError) as e:
+        checkpoint.save_checkpoint(path, {'step': 1})
+    msg = checkpoint.save_error_message(path, e.value)
+    assert 'a file stands where a folder' in msg and 'disk space' not in msg
 
 
 @pytest.mark.parametrize('policy', ['stop', 'skip'])
