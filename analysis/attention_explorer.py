@@ -29,7 +29,8 @@ data: Text('data set name under data_root, or a path') = ''  # or take an exampl
 data_root: Text('folder of data sets') = 'data'
 split: Text('split name of the data set') = 'val'
 index: Range(0) = 0               # record number (seq2seq/records sets) or window number (plain LM shards)
-max_tokens: Range(1) = 96         # longest sequence shown; a data example is cut to it (source: its end, target: its start)
+max_tokens: Range(1) = 96         # longest sequence shown; a data example is cut to it (source: its end, target:
+                                  # its start)
 out: Text('HTML path') = ''       # '' = <run dir>/attention_explorer.html
 RULES = [('not data or not (prompt or src)', 'pass either --data=... --index=N or --prompt/--src text, not both')]
 
