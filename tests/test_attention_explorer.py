@@ -118,8 +118,8 @@ def test_init_from_checkpoint_from_a_real_run(tmp_path, tiny_data):
     """A checkpoint that train.py wrote with init_from=<decoder-only ckpt>."""
     base = tmp_path / 'base.pt'
     make_ckpt(base)
-    common = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=48', '--batch_size=2', '--max_iters=2', '--warmup_iters=1',
-              '--eval_interval=2', '--eval_iters=1', '--log_tensorboard=False', '--log_figures=False', '--device=cpu',
+    common = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=48', '--batch_size=2', '--max_iters=2',
+              '--warmup_iters=1', '--eval_interval=2', '--eval_iters=1', '--log_tensorboard=False', '--log_figures=False', '--device=cpu',
               f'--data_root={tiny_data}', '--data=tiny', f'--out_dir={tmp_path}', '--run_name=ft', '--vocab_size=320']
     r = subprocess.run([sys.executable, 'train.py', *common, f'--init_from={base}'], cwd=ROOT, capture_output=True,
                        text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})

@@ -19,9 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_training_logs_delta_norms_to_metrics_tensorboard_and_figures(tiny_data, tmp_path):
     r = subprocess.run([sys.executable, 'train.py', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}',
                         '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
-                        '--diff_input=True', '--max_iters=6', '--log_interval=3', '--eval_interval=6',
-                        '--eval_iters=1', '--log_tensorboard=True'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=900)
+                        '--diff_input=True', '--max_iters=6', '--warmup_iters=2', '--log_interval=3',
+                        '--eval_interval=6', '--eval_iters=1', '--log_tensorboard=True'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = glob.glob(os.path.join(tmp_path, '*'))[0]
     events = [json.loads(l) for l in open(os.path.join(run_dir, 'metrics.jsonl'))]
@@ -73,8 +73,9 @@ def test_sliding_window_equals_full_window_when_stride_is_window():
 def test_eval_tasks_ppl_cli(tiny_data, tmp_path):
     r = subprocess.run([sys.executable, 'train.py', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}',
                         '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
-                        '--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--log_tensorboard=False',
-                        '--log_figures=False', '--run_name=r'], cwd=ROOT, capture_output=True, text=True)
+                        '--max_iters=2', '--warmup_iters=1', '--eval_interval=2', '--eval_iters=1',
+                        '--log_tensorboard=False', '--log_figures=False', '--run_name=r'], cwd=ROOT,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, 'eval_tasks.py', 'ppl', f'--ckpt={tmp_path}/r', '--data=tiny',
                         f'--data_root={tiny_data}', '--stride=8', '--max_tokens=500'], cwd=ROOT,

@@ -254,9 +254,11 @@ def test_dpo_tinystories_end_to_end_on_a_local_file(tmp_path):
              f"--prepare=['prepare/tinystories.py', '--build_pairs=False', '--source={tmp_path / 'stories.jsonl'}', "
              f"'--tokenizer=byte', '--val_fraction=0.5']",
              "--sft_args=['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=160', '--batch_size=4', "
-             "'--max_iters=4', '--eval_interval=4', '--eval_iters=1', '--sample_tokens=0']",
+             "'--max_iters=4', '--warmup_iters=1', '--eval_interval=4', '--eval_iters=1', '--sample_tokens=0']",
              "--pairs_args=['--corruption=shuffle', '--val_pairs=8', '--test_pairs=16']",
-             "--dpo_args=['--max_iters=4', '--eval_interval=2', '--eval_iters=1', '--batch_size=4']", '--seeds=[1]'])
+             "--dpo_args=['--max_iters=4', '--warmup_iters=1', '--eval_interval=2', '--eval_iters=1', "
+             "'--batch_size=4']",
+             '--seeds=[1]'])
     assert '| DPO (4 steps) | SFT |' in r.stdout and os.path.getsize(tmp_path / 'f.png') > 1000
     meta = data.load_meta(str(tmp_path / 'data' / 'tinystories'))
     assert meta['source'].endswith('stories.jsonl') and set(meta['splits']) == {'train', 'val'}

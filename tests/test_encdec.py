@@ -214,7 +214,7 @@ def test_samsum_records_round_trip_and_train_with_transfer(tmp_path):
     assert r1.returncode == 0, r1.stderr[-2000:]
     losses = [json.loads(l)['loss'] for l in open(tmp_path / 'out' / 'dec' / 'metrics.jsonl') if '"train"' in l]
     assert losses[-1] < losses[0]
-    r2 = subprocess.run(base + ['--run_name=encdec', '--n_encoder_layer=2', '--max_iters=2',
+    r2 = subprocess.run(base + ['--run_name=encdec', '--n_encoder_layer=2', '--max_iters=2', '--warmup_iters=2',
                                 f'--init_from={tmp_path / "out" / "dec"}'], cwd=ROOT, capture_output=True, text=True,
                         timeout=600, env=env)
     assert r2.returncode == 0, r2.stderr[-2000:]
