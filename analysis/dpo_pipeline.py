@@ -25,7 +25,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from configurator import Each, OneOf, Range, Text  # noqa: E402
-from analysis.study import ROOT, check_seeds, fmt, in_parallel, mean_std, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
+from analysis.study import (ROOT, check_seeds, fmt, in_parallel, mean_std, pyplot, read_metrics, run_script,  # noqa: E402
+                            save_figure, train_run)
 
 sft: Text('train.py config: problem name or path') = 'sft_quick'  # of the SFT reference; DPO reuses its model flags
 sft_ckpt: Text('SFT run dir or .pt') = ''  # an existing SFT run: skip SFT training, every DPO seed starts from it

@@ -32,7 +32,8 @@ import torch  # noqa: E402
 
 import configurator  # noqa: E402
 from configurator import Each, OneOf, Range, Text  # noqa: E402
-from analysis.study import ROOT, check_seeds, curve, fmt, in_parallel, mean_std, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
+from analysis.study import (ROOT, check_seeds, curve, fmt, in_parallel, mean_std, pyplot, read_metrics,  # noqa: E402
+                            run_script, save_figure, train_run)
 import data as datalib  # noqa: E402
 import objectives  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
