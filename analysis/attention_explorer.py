@@ -19,18 +19,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from configurator import UserError  # noqa: E402
+from configurator import Range, Text, UserError  # noqa: E402
 import data as datalib  # noqa: E402
 
-ckpt = ''                 # checkpoint file or run directory
-prompt = ''               # decoder input text (encoder-decoder: the start of the target, after [SEP])
-src = ''                  # encoder-decoder checkpoints: the source text the encoder reads
-data = ''                 # or take an example from a prepared data set (name under data_root, or a path)
-data_root = 'data'
-split = 'val'
-index = 0                 # record number (seq2seq/records sets) or window number (plain LM shards)
-max_tokens = 96           # longest sequence shown; a data example is cut to it (source: its end, target: its start)
-out = ''                  # HTML path ('' = <run dir>/attention_explorer.html)
+ckpt: Text('checkpoint file or run directory') = ''
+prompt: Text('decoder input text') = ''  # (encoder-decoder: the start of the target, after [SEP])
+src: Text('source text for the encoder') = ''  # encoder-decoder checkpoints: the source text the encoder reads
+data: Text('data set name under data_root, or a path') = ''  # or take an example from a prepared data set
+data_root: Text('folder of data sets') = 'data'
+split: Text('split name of the data set') = 'val'
+index: Range(0) = 0               # record number (seq2seq/records sets) or window number (plain LM shards)
+max_tokens: Range(1) = 96         # longest sequence shown; a data example is cut to it (source: its end, target:
+                                  # its start)
+out: Text('HTML path') = ''       # '' = <run dir>/attention_explorer.html
+RULES = [('not data or not (prompt or src)', 'pass either --data=... --index=N or --prompt/--src text, not both')]
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'attention_explorer.html')
 
@@ -185,10 +187,6 @@ def main():
     from checkpoint import load_checkpoint, model_from_checkpoint
     if not ckpt:
         raise UserError("no checkpoint given; pass --ckpt=<run dir or checkpoint file>")
-    if data and (prompt or src):
-        raise UserError("pass either --data=... --index=N or --prompt/--src text, not both")
-    if max_tokens < 1:
-        raise UserError(f"max_tokens must be >= 1, got {max_tokens}")
     c = load_checkpoint(ckpt)
     if not isinstance(c, dict) or not {'model', 'model_config', 'tokenizer'} <= set(c):
         raise UserError(f"'{ckpt}' is not a checkpoint of this lab (no model/model_config/tokenizer entries)")

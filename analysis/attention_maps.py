@@ -12,13 +12,14 @@ import torch
 from numeric_common import find_sequence, load_model, model_label, split_list
 from analysis.study import pyplot, save_figure
 import configurator
+from configurator import Range, Text
 
-ckpts = ''                    # comma-separated checkpoints or run dirs
-data = 'numeric'
-data_root = 'data'
-seq_type = 'counting'         # sequence type (prepare/numeric.py TYPES)
-length = 12                   # number of values (a training length, or a longer one from test_long)
-out = 'figures/numeric/attention_counting.png'
+ckpts: Text('comma-separated checkpoints or run dirs') = ''
+data: Text('numeric data set name under data_root') = 'numeric'
+data_root: Text('folder of data sets') = 'data'
+seq_type: Text("a sequence type of the data set's meta.json") = 'counting'  # (prepare/numeric.py TYPES)
+length: Range(1) = 12            # number of values (a training length, or a longer one from test_long)
+out: Text('PNG path') = 'figures/numeric/attention_counting.png'
 
 
 @torch.no_grad()

@@ -19,32 +19,41 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.study import curve, fmt, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
-from analysis.lr_sweep import (check_sweep, markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
+from configurator import Each, OneOf, Range, Text  # noqa: E402
+from model import POS_EMBS  # noqa: E402
+from analysis.study import (check_seeds, curve, fmt, pyplot, read_metrics, run_script, save_figure,  # noqa: E402
+                            train_run)
+from analysis.lr_sweep import (markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
                                sweep_seed_figure, sweep_table, sweep_then_seeds)
 
-data = 'stdlib'
-data_root = 'data'
-out_dir = 'out/diffinput_quick'
-pos_emb = 'rope'
-n_layer = 4
-n_head = 4
-n_embd = 128
-block_size = 128
-batch_size = 32
-max_iters = 400                  # steps of the seed runs
-sweep_iters = 200                # steps of the sweep runs (shorter: see docs/diffinput.md for the time)
-lrs = [1e-3, 2e-3, 3e-3, 6e-3]   # swept per model, cosine schedule (min_lr: train.py's default)
-seeds = [1, 2, 3]                # seeds[0] is the sweep's seed
-warmup_iters = 50
-eval_interval = 50
-eval_iters = 20
-ppl_stride = 64                  # sliding-window stride for the perplexity table
-ppl_max_tokens = 100_000
-threads = 1                      # OMP_NUM_THREADS of the training and evaluation processes
-jobs = 2                         # trainings side by side (two 1-thread runs fill a 2-core CPU)
-lr_extend = 2                    # best lr at the edge of lrs: try 2x (or 1/2x) beyond it, up to this many times
-quick = False                    # tiny models, a few steps, the lowest and highest lr, the first two seeds
+data: Text('data set name under data_root') = 'stdlib'
+data_root: Text('folder of data sets') = 'data'
+out_dir: Text('folder for the runs and tables') = 'out/diffinput_quick'
+pos_emb: OneOf(POS_EMBS) = 'rope'
+n_layer: Range(1) = 4
+n_head: Range(1) = 4
+n_embd: Range(1) = 128
+block_size: Range(1) = 128
+batch_size: Range(1) = 32
+max_iters: Range(1) = 400        # steps of the seed runs
+sweep_iters: Range(1) = 200      # steps of the sweep runs (shorter: see docs/diffinput.md for the time)
+lrs: Each(Range(0, lo_open=True), min_len=1) = [1e-3, 2e-3, 3e-3, 6e-3]  # swept per model, cosine schedule
+                                 # (min_lr: train.py's default)
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]  # seeds[0] is the sweep's seed
+warmup_iters: Range(0) = 50
+eval_interval: Range(1) = 50
+eval_iters: Range(1) = 20
+ppl_stride: Range(1) = 64        # sliding-window stride for the perplexity table
+ppl_max_tokens: Range(1) = 100_000
+threads: Range(1) = 1            # OMP_NUM_THREADS of the training and evaluation processes
+jobs: Range(1) = 2               # trainings side by side (two 1-thread runs fill a 2-core CPU)
+lr_extend: Range(0) = 2          # best lr at the edge of lrs: try 2x (or 1/2x) beyond it, up to this many times
+quick: bool = False              # tiny models, a few steps, the lowest and highest lr, the first two seeds
+RULES = [  # --quick replaces all of these with its own
+    ('quick or (warmup_iters <= sweep_iters and warmup_iters <= max_iters)',
+     'train.py refuses a warmup longer than the run'),
+    ('quick or ppl_stride <= block_size', 'the perplexity window (block_size) advances by at most its length'),
+]
 
 MODELS = {'baseline': False, 'diff_input': True}   # name -> diff_input; the first is the steps-to-loss baseline
 
@@ -73,7 +82,7 @@ def main():
     global n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters, warmup_iters, eval_interval
     global eval_iters, ppl_stride, ppl_max_tokens, lrs, seeds, out_dir
     cfg = configurator.configure(globals())
-    check_sweep(lrs, seeds, sweep_iters, max_iters, jobs, lr_extend)
+    check_seeds(seeds)
     if quick:
         n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters = 1, 2, 16, 32, 4, 6, 6
         warmup_iters, eval_interval, eval_iters, ppl_stride, ppl_max_tokens = 2, 2, 1, 16, 200

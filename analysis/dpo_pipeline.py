@@ -24,22 +24,25 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.study import ROOT, fmt, in_parallel, mean_std, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
+from configurator import Each, OneOf, Range, Text  # noqa: E402
+from analysis.study import (ROOT, check_seeds, fmt, in_parallel, mean_std, pyplot, read_metrics, run_script,  # noqa: E402
+                            save_figure, train_run)
 
-sft = 'sft_quick'          # train.py config (problem name or path) of the SFT reference; DPO reuses its model flags
-sft_ckpt = ''              # an existing SFT run dir or .pt: skip SFT training, every DPO seed starts from it
-sft_args = []              # extra --key=value for the SFT run
-prepare = []               # command that makes the SFT data set when it is missing, e.g. ['prepare/tinystories.py']
-pairs_args = []            # prepare/pairs.py arguments (--data and --out_dir are set here)
-dpo_args = []              # train.py --key=value for DPO, applied after the SFT config
-data_root = 'data'
-out_dir = 'out'
-eval_split = 'test'
-eval_pairs = 0             # 0 = every pair of eval_split
-figure = ''                # '' = <out_dir>/<name>_seeds.png
-seeds = [1, 2, 3]          # one SFT + DPO chain per seed (SFT init and data order, DPO data order)
-jobs = 2                   # seed chains side by side (each run uses 1 thread: two fit a 2-core CPU)
-quick = False              # tiny model, a few steps, few pairs: the whole pipeline in seconds (tests)
+sft: Text('train.py config: problem name or path') = 'sft_quick'  # of the SFT reference; DPO reuses its model flags
+sft_ckpt: Text('SFT run dir or .pt') = ''  # an existing SFT run: skip SFT training, every DPO seed starts from it
+sft_args: Each(Text('--key=value')) = []   # extra train.py --key=value for the SFT run
+prepare: Each(Text('a command word')) = []  # command that makes the SFT data set when it is missing, e.g.
+                                            # ['prepare/tinystories.py']
+pairs_args: Each(Text('--key=value')) = []  # prepare/pairs.py arguments (--data and --out_dir are set here)
+dpo_args: Each(Text('--key=value')) = []    # train.py --key=value for DPO, applied after the SFT config
+data_root: Text('folder of data sets') = 'data'
+out_dir: Text('folder for the runs and tables') = 'out'
+eval_split: OneOf('train', 'val', 'test') = 'test'  # the splits prepare/pairs.py writes
+eval_pairs: Range(0) = 0   # 0 = every pair of eval_split
+figure: Text('PNG path') = ''  # '' = <out_dir>/<name>_seeds.png
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]  # one SFT + DPO chain per seed (SFT init and data order, DPO data order)
+jobs: Range(1) = 2         # seed chains side by side (each run uses 1 thread: two fit a 2-core CPU)
+quick: bool = False        # tiny model, a few steps, few pairs: the whole pipeline in seconds (tests)
 
 # quick=True: applied after the config's arguments (the model, steps and pair counts of a smoke test)
 QUICK_SFT = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=96', '--batch_size=4', '--max_iters=6',
@@ -76,15 +79,8 @@ def evaluate(ckpt, ref, data, dpo_cfg, out):
 
 
 def check_settings():
-    """Every user mistake here, before anything is prepared, trained or written."""
-    if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        raise configurator.UserError(f"--seeds must be a non-empty list of distinct non-negative ints, "
-                                     f"got {seeds!r} (e.g. --seeds=[1,2,3])")
-    if jobs < 1:
-        raise configurator.UserError(f"--jobs must be >= 1 (seed chains side by side), got {jobs}")
-    if eval_pairs < 0:
-        raise configurator.UserError(f"--eval_pairs must be >= 0 (0 = the whole split), got {eval_pairs}")
+    """What the declarations cannot check, before anything is prepared, trained or written."""
+    check_seeds(seeds)
     if sft_ckpt and not os.path.exists(sft_ckpt):
         raise configurator.UserError(f"--sft_ckpt '{sft_ckpt}' does not exist; pass an SFT run dir or .pt, or '' to train one")
     return configurator.resolve_config_file(sft)

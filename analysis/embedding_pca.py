@@ -8,9 +8,10 @@ import numpy as np
 from numeric_common import load_model, model_label, split_list
 from analysis.study import pyplot, save_figure
 import configurator
+from configurator import Text
 
-ckpts = ''                    # comma-separated checkpoints or run dirs
-out = 'figures/numeric/embedding_pca.png'
+ckpts: Text('comma-separated checkpoints or run dirs') = ''
+out: Text('PNG path') = 'figures/numeric/embedding_pca.png'
 
 
 def embedding_pca(model, n_values):

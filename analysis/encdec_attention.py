@@ -14,19 +14,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from configurator import UserError  # noqa: E402
+from configurator import Range, Text, UserError  # noqa: E402
 import data as datalib  # noqa: E402
 from analysis.study import pyplot  # noqa: E402
 
-ckpt = ''                 # enc-dec checkpoint or run dir
-data = 'samsum'           # data set with seq2seq records
-data_root = 'data'
-split = 'val'
-index = 0                 # record number
-max_src = 48              # show at most the last max_src source tokens and the first max_tgt target tokens
-max_tgt = 24
-title = ''
-out = ''                  # PNG path ('' = figures/encdec/attention_<data>.png)
+ckpt: Text('encoder-decoder checkpoint or run dir') = ''
+data: Text('data set name with seq2seq records') = 'samsum'
+data_root: Text('folder of data sets') = 'data'
+split: Text('split name of the data set') = 'val'
+index: Range(0) = 0               # record number
+max_src: Range(1) = 48            # show at most the last max_src source tokens and the first max_tgt target tokens
+max_tgt: Range(1) = 24
+title: Text('figure title') = ''
+out: Text('PNG path') = ''        # '' = figures/encdec/attention_<data>.png
 
 
 def token_labels(tokenizer, ids):

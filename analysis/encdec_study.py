@@ -31,56 +31,48 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from analysis.study import ROOT, curve, fmt, in_parallel, mean_std, pyplot, read_metrics, run_script, save_figure, train_run  # noqa: E402
+from configurator import Each, OneOf, Range, Text  # noqa: E402
+from analysis.study import (ROOT, check_seeds, curve, fmt, in_parallel, mean_std, pyplot, read_metrics,  # noqa: E402
+                            run_script, save_figure, train_run)
 import data as datalib  # noqa: E402
 import objectives  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
-out_dir = 'out/encdec_study'
-data_root = 'data'
-textbooks_data = 'tiny_textbooks'   # used when prepared; else the stand-in data/tiny_textbooks_standin
-samsum_data = 'samsum'              # used when prepared; else the stand-in data/samsum_standin
-standin_vocab = 1024                # bpe vocabulary of the stand-ins
-seeds = [1, 2, 3]                   # training seeds: every run is trained once per seed
-jobs = 2                            # training runs (and evaluations) side by side; never beside the benchmark
-max_iters = 250                     # every run (overrides the problem configs)
-small_iters = 100                   # samsum_scale_small (about 7x the tiny model's compute per step)
-scales = ['tiny', 'small']          # scaling configs trained here (medium/large: configs only on CPU)
-transfer = True                     # samsum_encdec initialized from samsum_deconly (same seed) vs scratch
-eval_records = 200                  # records scored for perplexity (val split)
-generate_records = 50               # SAMSum summaries generated for ROUGE
-bench_rounds = 3                    # throughput: interleaved rounds of bench_steps steps per model
-bench_steps = 4
-threads = 1                         # torch threads per training, evaluation and the benchmark
-reuse = True                        # keep a finished run made with the same arguments (and its evaluation)
-quick = False                       # tiny models, a few steps, the first two seeds: the whole study in seconds (tests)
-figures_dir = 'figures/encdec'
+SCALE_DIMS = {'tiny': (128, 2, 4), 'small': (256, 4, 8), 'medium': (512, 6, 8), 'large': (768, 8, 12)}
+
+out_dir: Text('folder for the runs and tables') = 'out/encdec_study'
+data_root: Text('folder of data sets') = 'data'
+textbooks_data: Text('data set name') = 'tiny_textbooks'  # used when prepared; else the stand-in
+                                    # data/tiny_textbooks_standin
+samsum_data: Text('data set name') = 'samsum'  # used when prepared; else the stand-in data/samsum_standin
+standin_vocab: Range(256 + len(datalib.SPECIALS)) = 1024  # bpe vocabulary of the stand-ins (the 256 bytes and the
+                                    # special tokens at least, as data.train_bpe requires)
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]  # training seeds: every run is trained once per seed
+jobs: Range(1) = 2                  # training runs (and evaluations) side by side; never beside the benchmark
+max_iters: Range(1) = 250           # every run (overrides the problem configs; their warmup_iters is 30)
+small_iters: Range(1) = 100         # samsum_scale_small (about 7x the tiny model's compute per step)
+scales: Each(OneOf(tuple(SCALE_DIMS)), min_len=1) = ['tiny', 'small']  # scaling configs trained here (medium/large:
+                                    # configs only on CPU)
+transfer: bool = True               # samsum_encdec initialized from samsum_deconly (same seed) vs scratch
+eval_records: Range(1) = 200        # records scored for perplexity (val split)
+generate_records: Range(0) = 50     # SAMSum summaries generated for ROUGE
+bench_rounds: Range(1) = 3          # throughput: interleaved rounds of bench_steps steps per model
+bench_steps: Range(1) = 4
+threads: Range(1) = 1               # torch threads per training, evaluation and the benchmark
+reuse: bool = True                  # keep a finished run made with the same arguments (and its evaluation)
+quick: bool = False                 # tiny models, a few steps, the first two seeds: the whole study in seconds (tests)
+figures_dir: Text('folder for the figures') = 'figures/encdec'
+RULES = [("'tiny' in scales", "the tiny scale is samsum_encdec, the study's reference point")]
 
 DATA_SEED = 1337                    # the stand-ins' generator seed: the same data for every training seed
 PREDICTIONS = {'ppl': (2.0, 3.0), 'slower': (1.5, 2.0), 'memory': (1.3, 1.5)}
 MAIN = ['textbooks_deconly', 'textbooks_encdec', 'samsum_deconly', 'samsum_encdec']
-SCALE_DIMS = {'tiny': (128, 2, 4), 'small': (256, 4, 8), 'medium': (512, 6, 8), 'large': (768, 8, 12)}
 QUICK = dict(max_iters=6, small_iters=3, eval_records=8, generate_records=2, bench_rounds=1, bench_steps=1,
              standin_vocab=300)
 QUICK_ARGS = ['--n_embd=32', '--n_head=2', '--batch_size=4', '--eval_interval=3', '--eval_iters=1', '--warmup_iters=1',
               '--log_interval=3']  # tiny models for --quick (after the problem config, before run-specific args)
 STANDIN_QUICK = {'textbooks_docs': 150, 'samsum_rows': (300, 30)}
-
-
-def check_settings():
-    """Every setting a user can get wrong, checked before anything is written (UserError: one line, exit 2)."""
-    UserError = configurator.UserError
-    if not seeds or not all(type(s) is int and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds={seeds!r}: give distinct non-negative integers, e.g. --seeds=[1,2,3]")
-    for key in ('jobs', 'max_iters', 'small_iters', 'eval_records', 'bench_rounds', 'bench_steps', 'threads'):
-        if globals()[key] < 1:
-            raise UserError(f"{key}={globals()[key]} must be >= 1")
-    if generate_records < 0:
-        raise UserError(f"generate_records={generate_records} must be >= 0")
-    bad = [s for s in scales if s not in SCALE_DIMS]
-    if bad or 'tiny' not in scales:
-        raise UserError(f"scales={scales!r}: choose from {list(SCALE_DIMS)} and include 'tiny' (= samsum_encdec)")
 
 
 def apply_quick(cfg):
@@ -620,7 +612,7 @@ def report(notes, runs, ev, b, pts, vocab, t_start, t_train):
 
 def main():
     cfg = configurator.configure(globals())
-    check_settings()  # before anything is written
+    check_seeds(seeds)  # before anything is written
     if quick:
         apply_quick(cfg)
     t_start = time.time()

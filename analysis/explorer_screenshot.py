@@ -15,15 +15,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from configurator import UserError  # noqa: E402
+from configurator import OneOf, Range, Text, UserError  # noqa: E402
 
-page = ''                 # the explorer's HTML file
-out = ''                  # PNG path ('' = the page's path with .png)
-view = ''                 # map id: 'self', 'enc', 'cross', 'diff', 'attn1', 'attn2' ('' = the page's first map)
-layer = 0
-head = -1                 # -1 = the mean over heads
-query = -1                # query token to pin (-1 = none: the page shows the last one)
-width = 1500              # window width in pixels; the height follows the page
+page: Text("the explorer's HTML file") = ''
+out: Text('PNG path') = ''         # '' = the page's path with .png
+view: OneOf('', 'self', 'enc', 'cross', 'diff', 'attn1', 'attn2') = ''  # the map ids analysis/attention_explorer.py
+                                   # writes ('' = the page's first map); which ones a page has is checked on the page
+layer: Range(0) = 0
+head: Range(0, also=(-1,)) = -1    # -1 = the mean over heads
+query: Range(0, also=(-1,)) = -1   # query token to pin (-1 = none: the page shows the last one)
+width: Range(1) = 1500             # window width in pixels; the height follows the page
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium') or '/usr/bin/chromium', '/usr/bin/chromedriver'
 FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',

@@ -10,10 +10,10 @@ from numeric_common import split_list
 from analysis.study import curve, pyplot, save_figure
 from analysis.lr_sweep import mean_band
 import configurator
-from configurator import UserError
+from configurator import Text, UserError
 
-runs = ''                     # comma-separated run directories
-out = 'figures/numeric/loss_curves.png'
+runs: Text('comma-separated run directories') = ''
+out: Text('PNG path') = 'figures/numeric/loss_curves.png'
 
 
 def loss_points(run_dir):

@@ -19,19 +19,6 @@ def run_name(variant, lr, seed, iters):
     return f'{variant}_lr{lr:g}_s{seed}_{iters}it'
 
 
-def check_sweep(lrs, seeds, sweep_iters, max_iters, jobs=1, lr_extend=0):
-    """The sweep's settings, checked before anything runs (one line, exit 2 through UserError)."""
-    if not lrs or not seeds or min(lrs) <= 0:
-        raise UserError(f"lrs={lrs} and seeds={seeds} need at least one value each (lrs > 0), "
-                        f"e.g. --lrs=[1e-3,3e-3] --seeds=[1,2,3]")
-    if sweep_iters < 1 or max_iters < 1:
-        raise UserError(f"sweep_iters={sweep_iters}, max_iters={max_iters}: both must be >= 1")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise UserError(f"jobs={jobs!r}: the number of trainings side by side must be an integer >= 1, e.g. --jobs=2")
-    if not isinstance(lr_extend, int) or lr_extend < 0:
-        raise UserError(f"lr_extend={lr_extend!r}: how often to go past an edge of lrs must be an integer >= 0")
-
-
 def quick_sweep(lrs, seeds):
     """--quick: only the lowest and the highest lr and the first two seeds."""
     return sorted({min(lrs), max(lrs)}), seeds[:2]

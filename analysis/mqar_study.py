@@ -20,46 +20,52 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from analysis.lr_sweep import at_edge, check_sweep, sweep_then_seeds  # noqa: E402
+from analysis.lr_sweep import at_edge, sweep_then_seeds  # noqa: E402
 from analysis.study import (ROOT, final, fmt, in_parallel, mean_std, pyplot, run_script, save_figure,  # noqa: E402
                             train_run)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
+from configurator import Each, OneOf, Range, Text  # noqa: E402
 import data as datalib  # noqa: E402
-
-out_dir = 'out/mqar_study'      # runs: out_dir/<variant>_d<width>_kv<pairs>_lr<lr>_s<seed>
-data_root = 'data'              # data sets: data_root/mqar_kv<pairs>
-figures_dir = 'figures/mqar'
-variants = ['softmax', 'linear', 'diff', 'ngpt', 'diffngpt']
-widths = [16, 32, 64]           # n_embd
-pairs = [4, 8]                  # key-value pairs per sequence (= queries per sequence)
-seeds = [1, 2, 3]
-lrs = [3e-4, 1e-3, 3e-3, 1e-2]  # the sweep, per variant and width
-lr_extend = 2                   # a best lr at an edge of lrs gets up to this many 2x (1/2x) tries beyond it
-sweep_pairs = 4                 # the sweep's number of pairs (its rate is used for every number of pairs)
-jobs = 2                        # trainings side by side (two 1-thread runs fill a 2-core CPU)
-n_layer = 2
-n_head = 1                      # one head, as Zoology's attention baseline; attn='diff' uses max(1, n_head // 2)
-                                # heads, each of two q/k halves (the same projection sizes)
-solved = 0.9                    # a seed with test accuracy >= this counts as solved (the tables' k/n)
-n_keys = 16                     # key tokens; values are another n_vals tokens (a small vocabulary learns
-n_vals = 16                     # faster: with 32 + 32 tokens, 600 steps stayed near the ln(pairs) plateau)
-queries = 'with_replacement'    # prepare/mqar.py: 'permutation' lets the last answers follow by elimination
-n_train = 20000                 # sequences per number of pairs (train split)
-n_test = 1000
-batch_size = 32
-max_iters = 1500                # softmax at width 64 leaves the plateau after ~500-1000 steps
-warmup_iters = 30               # non-nGPT variants (nGPT: 0, as in analysis/variants_compare.py)
-weight_decay = 0.1              # non-nGPT variants (nGPT: 0)
-threads = 1                     # OMP_NUM_THREADS of each training run (the CPU is shared)
-quick = False                   # tiny everything: the whole study in seconds (tests)
 
 FLAGS = {'softmax': dict(), 'linear': dict(attn='linear'), 'diff': dict(attn='diff'), 'ngpt': dict(ngpt=True),
          'diffngpt': dict(attn='diff', ngpt=True)}
 LABELS = {'softmax': 'softmax', 'linear': 'linear', 'diff': 'differential', 'ngpt': 'nGPT',
           'diffngpt': 'differential nGPT'}
+
+out_dir: Text('folder for the runs') = 'out/mqar_study'  # runs: out_dir/<variant>_d<width>_kv<pairs>_lr<lr>_s<seed>
+data_root: Text('folder of data sets') = 'data'          # data sets: data_root/mqar_kv<pairs>
+figures_dir: Text('folder for the figure and tables') = 'figures/mqar'
+variants: Each(OneOf(tuple(FLAGS)), min_len=1) = ['softmax', 'linear', 'diff', 'ngpt', 'diffngpt']
+widths: Each(Range(1), min_len=1) = [16, 32, 64]     # n_embd
+pairs: Each(Range(1), min_len=1) = [4, 8]            # key-value pairs per sequence (= queries per sequence)
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]
+lrs: Each(Range(0, lo_open=True), min_len=1) = [3e-4, 1e-3, 3e-3, 1e-2]  # the sweep, per variant and width
+lr_extend: Range(0) = 2          # a best lr at an edge of lrs gets up to this many 2x (1/2x) tries beyond it
+sweep_pairs: Range(1) = 4        # the sweep's number of pairs (its rate is used for every number of pairs)
+jobs: Range(1) = 2               # trainings side by side (two 1-thread runs fill a 2-core CPU)
+n_layer: Range(1) = 2
+n_head: Range(1) = 1             # one head, as Zoology's attention baseline; attn='diff' uses max(1, n_head // 2)
+                                 # heads, each of two q/k halves (the same projection sizes)
+solved: Range(0, 1) = 0.9        # a seed with test accuracy >= this counts as solved (the tables' k/n)
+n_keys: Range(1) = 16            # key tokens; values are another n_vals tokens (a small vocabulary learns
+n_vals: Range(1) = 16            # faster: with 32 + 32 tokens, 600 steps stayed near the ln(pairs) plateau)
+queries: OneOf('with_replacement', 'permutation') = 'with_replacement'  # prepare/mqar.py's QUERIES: 'permutation'
+                                 # lets the last answers follow by elimination
+n_train: Range(1) = 20000        # sequences per number of pairs (train split)
+n_test: Range(1) = 1000
+batch_size: Range(1) = 32
+max_iters: Range(1) = 1500       # softmax at width 64 leaves the plateau after ~500-1000 steps
+warmup_iters: Range(0) = 30      # non-nGPT variants (nGPT: 0, as in analysis/variants_compare.py)
+weight_decay: Range(0) = 0.1     # non-nGPT variants (nGPT: 0)
+threads: Range(1) = 1            # OMP_NUM_THREADS of each training run (the CPU is shared)
+quick: bool = False              # tiny everything: the whole study in seconds (tests)
+RULES = [  # --quick replaces pairs, sweep_pairs, max_iters and warmup_iters with its own
+    ('quick or sweep_pairs in pairs', "the sweep's number of pairs must be one the study runs"),
+    ('quick or warmup_iters <= max_iters', 'train.py refuses a warmup longer than the run'),
+]
 
 
 def prepare(cfg, n):
@@ -191,12 +197,6 @@ def main():
     if cfg['quick']:  # seconds: two widths, one small pair count, two seeds, one rate, a few steps
         cfg.update(widths=[16, 32], pairs=[2], seeds=[1, 2], lrs=[1e-2], sweep_pairs=2, n_train=200, n_test=50,
                    batch_size=8, max_iters=4, warmup_iters=1)
-    bad = [v for v in cfg['variants'] if v not in FLAGS]
-    if bad:
-        raise configurator.UserError(f"unknown variants {bad}; valid: {', '.join(FLAGS)}")
-    if cfg['sweep_pairs'] not in cfg['pairs']:
-        raise configurator.UserError(f"sweep_pairs={cfg['sweep_pairs']} must be among pairs={cfg['pairs']}")
-    check_sweep(cfg['lrs'], cfg['seeds'], cfg['max_iters'], cfg['max_iters'], cfg['jobs'], cfg['lr_extend'])
     os.chdir(ROOT)  # relative paths (out/, data/, figures/) are the repository's, as for the launcher
     t0 = time.time()
     data_dirs = {n: prepare(cfg, n) for n in cfg['pairs']}

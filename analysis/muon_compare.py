@@ -17,26 +17,31 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
-from analysis.study import ROOT, curve, fmt, mean_std, read_metrics, train_run  # noqa: E402
+from analysis.study import ROOT, check_seeds, curve, fmt, mean_std, read_metrics, train_run  # noqa: E402
 import configurator  # noqa: E402
+from configurator import Each, Range, Text  # noqa: E402
 
-base_config = 'config/quickstart.py'  # the model, data and schedule shape (WSD); the settings below override it
-data = 'stdlib'
-data_root = 'data'
-out_dir = 'out/muon_compare'
-figure = 'figures/muon/loss_vs_time.png'
-batch_size = 8                   # quickstart uses 32; smaller so the study fits the CPU budget (docs/muon.md)
-max_iters = 400                  # the seed runs
-sweep_iters = 200                # the learning-rate sweep (one seed, shorter)
-warmup_iters = 30
-adamw_lrs = [1e-3, 3e-3, 6e-3]
-muon_lrs = [0.01, 0.02, 0.04]
-muon_adamw_lr = 3e-3             # optimizer='muon': AdamW's lr for embeddings, head, norms (the quickstart's)
-seeds = [1337, 1338, 1339]
-eval_interval = 25
-eval_iters = 10
-threads = 1                      # OMP_NUM_THREADS of each training run
-quick = False                    # tiny model, a few steps: the whole pipeline in seconds (tests)
+base_config: Text('train.py config file') = 'config/quickstart.py'  # the model, data and schedule shape (WSD);
+                                 # the settings below override it
+data: Text('data set name under data_root') = 'stdlib'
+data_root: Text('folder of data sets') = 'data'
+out_dir: Text('folder for the runs and tables') = 'out/muon_compare'
+figure: Text('PNG path') = 'figures/muon/loss_vs_time.png'
+batch_size: Range(1) = 8         # quickstart uses 32; smaller so the study fits the CPU budget (docs/muon.md)
+max_iters: Range(1) = 400        # the seed runs
+sweep_iters: Range(1) = 200      # the learning-rate sweep (one seed, shorter)
+warmup_iters: Range(0) = 30
+adamw_lrs: Each(Range(0, lo_open=True), min_len=1) = [1e-3, 3e-3, 6e-3]
+muon_lrs: Each(Range(0, lo_open=True), min_len=1) = [0.01, 0.02, 0.04]
+muon_adamw_lr: Range(0, lo_open=True) = 3e-3  # optimizer='muon': AdamW's lr for embeddings, head, norms (the
+                                 # quickstart's)
+seeds: Each(Range(0), min_len=1) = [1337, 1338, 1339]
+eval_interval: Range(1) = 25
+eval_iters: Range(1) = 10
+threads: Range(1) = 1            # OMP_NUM_THREADS of each training run
+quick: bool = False              # tiny model, a few steps: the whole pipeline in seconds (tests)
+RULES = [('quick or (warmup_iters <= sweep_iters and warmup_iters <= max_iters)',  # --quick sets its own
+          'train.py refuses a warmup longer than the run')]
 
 
 def run(opt, lr, iters, seed, evals):
@@ -77,12 +82,10 @@ def first_reach(points, target):
 def main():
     global max_iters, sweep_iters, warmup_iters, eval_interval, eval_iters, batch_size
     configurator.configure(globals())
+    check_seeds(seeds)
     os.chdir(ROOT)  # relative paths (out/, data/, config/) are the repository's, as for the launcher
     if quick:
         max_iters, sweep_iters, warmup_iters, eval_interval, eval_iters, batch_size = 8, 4, 2, 2, 1, 4
-    if len(seeds) < 1 or not adamw_lrs or not muon_lrs:
-        raise configurator.UserError("need at least one seed and one learning rate per optimizer "
-                                     "(--seeds=[1337], --adamw_lrs=[3e-3], --muon_lrs=[0.02])")
     # 1. the sweep: one seed, final validation loss only
     sweep = {}
     for opt, lrs in (('adamw', adamw_lrs), ('muon', muon_lrs)):

@@ -16,15 +16,16 @@ import torch
 from numeric_common import load_model, model_label, numeric_meta, records_by_type, split_list
 from analysis.study import pyplot, save_figure
 import configurator
+from configurator import OneOf, Range, Text
 import data as datalib
 
-ckpts = ''                    # comma-separated checkpoints or run dirs
-data = 'numeric'
-data_root = 'data'
-split = 'test'
-n_per_type = 200              # sequences of each type
-top = 20                      # neurons shown per model
-out = 'figures/numeric/neuron_selectivity.png'
+ckpts: Text('comma-separated checkpoints or run dirs') = ''
+data: Text('numeric data set name under data_root') = 'numeric'
+data_root: Text('folder of data sets') = 'data'
+split: OneOf('train', 'val', 'test', 'test_long') = 'test'  # the splits prepare/numeric.py writes
+n_per_type: Range(1) = 200       # sequences of each type
+top: Range(1) = 20               # neurons shown per model
+out: Text('PNG path') = 'figures/numeric/neuron_selectivity.png'
 
 
 @torch.no_grad()

@@ -21,43 +21,33 @@ import time
 import torch
 
 from numeric_common import ROOT, load_model, model_label, numeric_meta
-from analysis.study import fmt, in_parallel, mean_std, read_metrics, train_run
+from analysis.study import check_seeds, fmt, in_parallel, mean_std, read_metrics, train_run
 import configurator
-from configurator import UserError
+from configurator import Each, Range, Text, UserError
 import data as datalib
 
-softmax_ckpt = ''             # '' = train config/numeric_softmax.py with every seed; else a checkpoint or run dir
-linear_ckpt = ''              # '' = train config/numeric_linear.py with every seed
-seeds = [1, 2, 3]             # one training run per model and seed; the table is mean ± std over them
-jobs = 2                      # trainings side by side (1 thread each): two on an idle 2-core CPU
-out_dir = 'out/numeric_compare/runs'   # where the training runs go
-results_dir = 'out/numeric_compare'
-data = 'numeric'
-data_root = 'data'
-max_iters = 0                 # > 0 overrides both configs' max_iters (e.g. a quick check)
-prompt_values = 4             # values given before the scored continuation
-max_records = 0               # per split and model (0 = all test / test_long records)
-batch_size = 200
-attention_types = 'counting,arithmetic,alternating'   # one attention figure per type
-attention_length = 12
-neuron_sequences = 200        # per type, for neuron selectivity
-quick = False                 # tiny models, 8 steps, the first two seeds, 40 records: the whole study in seconds (tests)
+softmax_ckpt: Text('softmax checkpoint or run dir') = ''  # '' = train config/numeric_softmax.py with every seed
+linear_ckpt: Text('linear checkpoint or run dir') = ''    # '' = train config/numeric_linear.py with every seed
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]  # one training run per model and seed; the table is mean ± std over them
+jobs: Range(1) = 2               # trainings side by side (1 thread each): two on an idle 2-core CPU
+out_dir: Text('folder for the training runs') = 'out/numeric_compare/runs'
+results_dir: Text('folder for the tables and figures') = 'out/numeric_compare'
+data: Text('numeric data set name under data_root') = 'numeric'
+data_root: Text('folder of data sets') = 'data'
+max_iters: Range(0) = 0          # > 0 overrides both configs' max_iters (train.py refuses one below their
+                                 # warmup_iters, 100)
+prompt_values: Range(0) = 4      # values given before the scored continuation
+max_records: Range(0) = 0        # per split and model (0 = all test / test_long records)
+batch_size: Range(1) = 200
+attention_types: Text('comma-separated sequence types') = 'counting,arithmetic,alternating'  # one figure per type
+attention_length: Range(1) = 12
+neuron_sequences: Range(1) = 200  # per type, for neuron selectivity
+quick: bool = False              # tiny models, 8 steps, the first two seeds, 40 records: the whole study in seconds
 
 KINDS = ('softmax', 'linear')
 METRICS = ('next_acc', 'exact', 'loss')
 QUICK_TRAIN = ['--n_embd=32', '--n_head=2', '--batch_size=8', '--max_iters=8', '--warmup_iters=2', '--eval_interval=4',
                '--eval_iters=2', '--log_interval=2']
-
-
-def check_settings():
-    """Every bad setting fails here, before anything is trained or written."""
-    if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds)
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise UserError(f"--seeds={seeds!r}: expected a non-empty list of distinct ints, e.g. --seeds=[1,2,3]")
-    if jobs < 1:
-        raise UserError(f"--jobs={jobs}: expected at least 1 (trainings side by side)")
-    if max_iters < 0 or max_records < 0:
-        raise UserError(f"--max_iters={max_iters} and --max_records={max_records} must be >= 0 (0 = the default)")
 
 
 def train(kind, seed):
@@ -130,7 +120,7 @@ def evaluate(kind, path, data_dir, meta):
 def main():
     global seeds, out_dir, results_dir, max_records, neuron_sequences
     configurator.configure(globals())
-    check_settings()
+    check_seeds(seeds)
     if quick:
         seeds, max_records, neuron_sequences = list(seeds)[:2], 40, 5
         out_dir, results_dir = os.path.join(out_dir, 'quick'), os.path.join(results_dir, 'quick')

@@ -26,6 +26,13 @@ from configurator import UserError  # noqa: E402
 ECHO = ('step ', '{"event": "evaluate"', '{"event": "train_end"', 'init_from', 'wrote', 'error')
 
 
+def check_seeds(seeds):
+    """Seeds name runs and go to train.py's --seed: distinct integers (the declaration has checked the count and
+    the range; a float or a repeat would pass it)."""
+    if len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
+        raise UserError(f"--seeds={list(seeds)!r}: the seeds must be distinct integers, e.g. --seeds=[1, 2, 3]")
+
+
 def run_script(args, threads=1, echo=ECHO, quiet=False):
     """python <args...> from the repository root, printing the command and echoing the output lines that
     start with one of `echo` (echo=('',): every line); returns stdout+stderr as text.

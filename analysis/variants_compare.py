@@ -25,36 +25,40 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
-from analysis.study import ROOT, curve, is_finished, read_metrics, train_run  # noqa: E402
-from analysis.lr_sweep import (check_sweep, markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
+from configurator import Each, OneOf, Range, Text  # noqa: E402
+from analysis.study import ROOT, check_seeds, curve, is_finished, read_metrics, train_run  # noqa: E402
+from analysis.lr_sweep import (markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
                                sweep_seed_figure, sweep_table, sweep_then_seeds)
-
-data = 'stdlib'
-data_root = 'data'
-out_dir = 'out/variants_compare'
-figure = 'figures/variants_compare/sweep_and_seeds.png'
-variants = ['GPT', 'nGPT', 'DiffTransformer', 'DiffNGPT']   # the first is the baseline of steps-to-loss
-n_layer = 4
-n_head = 4                   # the baseline's heads; the differential variants use n_head // 2
-n_embd = 128
-block_size = 128
-batch_size = 16
-max_iters = 240              # steps of the seed runs
-sweep_iters = 240            # steps of the sweep runs (== max_iters: the seeds[0] run is the sweep's own run)
-lrs = [1e-3, 2e-3, 3e-3, 6e-3]   # swept per variant, cosine to 0 (the reference problems use 30e-4)
-seeds = [1, 2, 3]            # seeds[0] is the sweep's seed
-warmup_frac = 0.2            # non-nGPT variants (reference: 2000 of 10000 steps)
-weight_decay = 0.1           # non-nGPT variants (nGPT: 0)
-eval_interval = 20
-eval_iters = 10
-train = True                 # False: only read finished runs and redo the report (fails if one is missing)
-threads = 1                  # OMP_NUM_THREADS of the training runs
-jobs = 2                     # trainings side by side (two 1-thread runs fill a 2-core CPU)
-lr_extend = 2                # best lr at the edge of lrs: try 2x (or 1/2x) beyond it, up to this many times
-quick = False                # tiny models, a few steps, the lowest and highest lr, the first two seeds: seconds (tests)
 
 FLAGS = {'GPT': dict(), 'nGPT': dict(ngpt=True), 'DiffTransformer': dict(attn='diff'),
          'DiffNGPT': dict(attn='diff', ngpt=True)}
+
+data: Text('data set name under data_root') = 'stdlib'
+data_root: Text('folder of data sets') = 'data'
+out_dir: Text('folder for the runs and tables') = 'out/variants_compare'
+figure: Text('PNG path') = 'figures/variants_compare/sweep_and_seeds.png'
+variants: Each(OneOf(tuple(FLAGS)), min_len=1) = ['GPT', 'nGPT', 'DiffTransformer', 'DiffNGPT']  # the first is
+                             # the baseline of steps-to-loss
+n_layer: Range(1) = 4
+n_head: Range(2) = 4         # the baseline's heads; the differential variants use n_head // 2
+n_embd: Range(1) = 128
+block_size: Range(1) = 128
+batch_size: Range(1) = 16
+max_iters: Range(1) = 240    # steps of the seed runs
+sweep_iters: Range(1) = 240  # steps of the sweep runs (== max_iters: the seeds[0] run is the sweep's own run)
+lrs: Each(Range(0, lo_open=True), min_len=1) = [1e-3, 2e-3, 3e-3, 6e-3]  # swept per variant, cosine to 0 (the
+                             # reference problems use 30e-4)
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]  # seeds[0] is the sweep's seed
+warmup_frac: Range(0, 1) = 0.2  # non-nGPT variants (reference: 2000 of 10000 steps)
+weight_decay: Range(0) = 0.1    # non-nGPT variants (nGPT: 0)
+eval_interval: Range(1) = 20
+eval_iters: Range(1) = 10
+train: bool = True           # False: only read finished runs and redo the report (fails if one is missing)
+threads: Range(1) = 1        # OMP_NUM_THREADS of the training runs
+jobs: Range(1) = 2           # trainings side by side (two 1-thread runs fill a 2-core CPU)
+lr_extend: Range(0) = 2      # best lr at the edge of lrs: try 2x (or 1/2x) beyond it, up to this many times
+quick: bool = False          # tiny models, a few steps, the lowest and highest lr, the first two seeds: seconds (tests)
+RULES = [('n_head % 2 == 0', 'the differential variants use n_head // 2 heads of two halves each')]
 
 
 def train_args(cfg, variant, lr, seed, iters):
@@ -102,13 +106,7 @@ def main():
     global n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters, eval_interval, eval_iters
     global lrs, seeds, out_dir, figure
     cfg = configurator.configure(globals())
-    unknown = [v for v in variants if v not in FLAGS]
-    if unknown or not variants:
-        raise configurator.UserError(f"unknown variants {unknown or '(none given)'}; choose from {list(FLAGS)}")
-    if n_head % 2:
-        raise configurator.UserError(f"n_head={n_head} is odd: the differential variants use n_head // 2 heads of two "
-                                     f"halves each; pick an even n_head")
-    check_sweep(lrs, seeds, sweep_iters, max_iters, jobs, lr_extend)
+    check_seeds(seeds)
     if quick:
         n_layer, n_head, n_embd, block_size, batch_size, max_iters, sweep_iters = 1, 2, 16, 32, 4, 6, 6
         eval_interval, eval_iters = 2, 1

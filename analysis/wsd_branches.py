@@ -13,12 +13,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
+from configurator import Each, Range, Text  # noqa: E402
 from analysis.study import curve, fmt, pyplot, read_metrics  # noqa: E402
 
-run_dir = ''
-out = ''            # '' = <run_dir>/figures/wsd_branches.png
-smooth = 5          # moving average of the training loss over this many log points
-seed_runs = []      # more run dirs of the same config (other seeds): the table's losses become mean ± std
+run_dir: Text('run dir of a WSD run with decay branches') = ''
+out: Text('PNG path') = ''                    # '' = <run_dir>/figures/wsd_branches.png
+smooth: Range(1) = 5                          # moving average of the training loss over this many log points
+seed_runs: Each(Text('run dir')) = []         # more run dirs of the same config (other seeds): the table's losses
+                                              # become mean ± std
 
 
 def series(d, event, key):

@@ -262,11 +262,13 @@ def test_numeric_compare_quick_seeds_mean_std_and_reuse(numeric_root, tmp_path):
     assert json.load(open(res / 'eval_numeric.json'))['mean_std'] == ev['mean_std']  # same models, same numbers
 
 
-@pytest.mark.parametrize('bad', ['[]', '[1,1]', "[1,'a']"])
-def test_numeric_compare_bad_seeds_exit_2_write_nothing(numeric_root, tmp_path, bad):
+@pytest.mark.parametrize('bad, message', [('[]', 'seeds takes a list of 1+ items, each a number >= 0'),
+                                          ('[1,1]', 'the seeds must be distinct integers, e.g. --seeds=[1, 2, 3]'),
+                                          ("[1,'a']", 'seeds takes a list of 1+ items, each a number >= 0')])
+def test_numeric_compare_bad_seeds_exit_2_write_nothing(numeric_root, tmp_path, bad, message):
     r = run_compare([f'--seeds={bad}', f'--data_root={numeric_root}', f'--out_dir={tmp_path}/runs',
                      f'--results_dir={tmp_path}/res'])
     assert r.returncode == 2 and r.stdout == ''
     err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and '--seeds' in err[0] and ('[1, 2]' in err[0] or '[1,2,3]' in err[0])
+    assert len(err) == 1 and err[0].startswith('error: --seeds=') and message in err[0], err
     assert os.listdir(tmp_path) == []
