@@ -12,6 +12,10 @@ from checkpoint import load_checkpoint
 from configurator import UserError
 
 
+LR_SCHEDULES = ('cosine', 'wsd', 'constant')       # lr_schedule: one branch each in lr_at
+DECAY_SHAPES = ('linear', 'cosine', '1-sqrt')       # decay_shape (wsd): one entry each in lr_at's table
+
+
 def lr_at(step, cfg, total):
     """Learning rate of optimizer step `step` (0-based) out of `total`."""
     lr, lo, warm = cfg['learning_rate'], cfg['min_lr'], cfg['warmup_iters']

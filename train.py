@@ -25,13 +25,14 @@ from configurator import Each, Match, OneOf, Range, Text, UserError
 import data as datalib
 from model import ATTNS, GPT, GPTConfig, MLPS, NORMS, POS_EMBS
 from checkpoint import init_weights_from, load_checkpoint, save_checkpoint
-from optim import build_optimizer
+from optim import OPTIMIZERS, build_optimizer
 from common import (RunStopped, catch_stop_signals, ensure_data, fsdp_shard, full_state, peak_flops_of,
                     setup_distributed, shard_optimizer_state, to_device)
 from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
                         objective_loss, open_objective_data)
 from runlog import Logger, choose_run_dir, format_run_name, write_run_figures
-from schedule import MODEL_SIZES, apply_model_size, branch_config, decay_points, lr_at, save_predecay
+from schedule import (DECAY_SHAPES, LR_SCHEDULES, MODEL_SIZES, apply_model_size, branch_config, decay_points, lr_at,
+                      save_predecay)
 
 # ----------------------------------------------------------------------------- settings
 # I/O and runs
@@ -74,7 +75,7 @@ max_tokens: Range(0) = 0  # if > 0, max_iters = ceil(max_tokens / tokens per ste
 stop_after: Range(0) = 0  # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
                              # the schedule still spans the whole run, and init_from='resume' goes on
 # optimizer and schedule
-optimizer: OneOf('adamw', 'muon') = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
+optimizer: OneOf(OPTIMIZERS) = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
 learning_rate: Range(0, lo_open=True) = 6e-4  # AdamW's (with muon: embeddings, head, norms, biases, vectors)
 min_lr: Range(0) = 6e-5
 weight_decay: Range(0) = 0.1
@@ -84,10 +85,10 @@ grad_clip: Range(0) = 1.0
 muon_lr: Range(0, lo_open=True) = 0.02  # optimizer='muon': Muon's peak lr; the schedule scales it like learning_rate
 muon_momentum: Range(0, 1, hi_open=True) = 0.95
 muon_weight_decay: Range(0) = 0.0  # decoupled, times Muon's lr (0 = Keller Jordan's original Muon)
-lr_schedule: OneOf('cosine', 'wsd', 'constant') = 'cosine'
+lr_schedule: OneOf(LR_SCHEDULES) = 'cosine'
 warmup_iters: Range(0) = 100
 decay_frac: Range(0, 1, lo_open=True) = 0.1  # wsd: the last decay_frac of training decays to min_lr
-decay_shape: OneOf('linear', 'cosine', '1-sqrt') = 'linear'  # wsd
+decay_shape: OneOf(DECAY_SHAPES) = 'linear'  # wsd
 decay_budgets: Each(Range(1)) = []  # wsd: token budgets; the stable run saves a pre-decay checkpoint for each, then
                              # runs every decay branch into <run_dir>/decay_<budget>/
 branch: Range(0) = 0  # > 0: (re-)run only the decay branch of this budget, from its pre-decay checkpoint
