@@ -49,8 +49,7 @@ ATTNS = ('softmax', 'linear', 'diff')     # softmax: SDPA; linear: recurrent sta
 def unhandled_pos_kind(pos_emb, where):
     """The error for an encoding whose kind a dispatch does not know: a new kind needs its branch there."""
     return ValueError(f"pos_emb '{pos_emb}' is of kind '{POS_EMB_KINDS.get(pos_emb)}', which {where} does not "
-                      f"handle (it handles: {', '.join(k for k in POS_KINDS if k != 'bias')}); "
-                      f"add that kind's branch there")
+                      f"handle; add that kind's branch there")
 
 
 @dataclass
