@@ -25,50 +25,47 @@ import time
 import torch
 
 import configurator
-from configurator import UserError
-
-variants = 'all'             # comma-separated names (see VARIANTS), or 'all'
-size = 'tiny'                # preset below; n_layer/n_head/n_embd/block_size override it when > 0
-n_layer = 0
-n_head = 0
-n_embd = 0
-block_size = 0
-vocab_size = 0
-batch_size = 8
-steps = 10                   # timed optimizer steps
-warmup = 3                   # untimed steps first (compile, allocator, caches)
-gen_tokens = 64              # sampling benchmark: new tokens (0 = skip)
-gen_prompt = 16
-device = 'auto'
-dtype = 'auto'               # 'auto' = bf16 autocast on CUDA, float32 on CPU
-peak_flops = 0.0             # for MFU; 0 = the device's bf16 peak when known
-compare = True
-out = 'out/bench.json'
-one = ''                     # internal: the variant a child process measures
+from configurator import Match, OneOf, Range, Text, UserError
+from model import ATTNS, POS_EMBS
 
 SIZES = {
     'tiny': dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=4096),       # the quickstart model
     'small': dict(n_layer=6, n_head=8, n_embd=512, block_size=512, vocab_size=50304),
     'gpt2_124m': dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304),
 }
+variants: Text("comma-separated variant names (VARIANTS, each may end in +compile, +eager or +muon), or 'all'") = 'all'
+size: OneOf(tuple(SIZES)) = 'tiny'  # preset above; n_layer/n_head/n_embd/block_size/vocab_size override it when > 0
+n_layer: Range(0) = 0
+n_head: Range(0) = 0
+n_embd: Range(0) = 0
+block_size: Range(0) = 0
+vocab_size: Range(0) = 0
+batch_size: Range(1) = 8
+steps: Range(1) = 10               # timed optimizer steps
+warmup: Range(0) = 3               # untimed steps first (compile, allocator, caches)
+gen_tokens: Range(0) = 64          # sampling benchmark: new tokens (0 = skip)
+gen_prompt: Range(1) = 16
+device: Match(r'auto|cpu|mps|cuda(:\d+)?', "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") = 'auto'
+dtype: OneOf('auto', 'float32', 'bfloat16', 'float16') = 'auto'  # 'auto' = bf16 autocast on CUDA, float32 on CPU
+peak_flops: Range(0) = 0.0         # for MFU; 0 = the device's bf16 peak when known
+compare: bool = True
+out: Text('JSON output path') = 'out/bench.json'
+one: Text('internal: the variant a child process measures') = ''
+
 GPT2 = dict(pos_emb='learned', norm='layernorm', mlp='gelu', bias=True)
 MODERN = dict(pos_emb='rope', norm='rmsnorm', mlp='swiglu', bias=False, qk_norm=True)
-VARIANTS = {
+VARIANTS = {  # the encodings and attention kinds come from model.py's families: a new member is benched as is
     'gpt2': GPT2,
     'modern': MODERN,
     'quickstart': dict(pos_emb='rope', norm='rmsnorm', mlp='swiglu', bias=False),
-    **{f'pos_{p}': {**GPT2, 'pos_emb': p} for p in
-       ('none', 'sinusoidal', 'sinonly', 'binary', 'binary_norm', 'decimal', 'decimal_norm', 'rope')},
-    'linear': {**GPT2, 'attn': 'linear'},
-    'diff': {**GPT2, 'attn': 'diff'},
+    **{f'pos_{p}': {**GPT2, 'pos_emb': p} for p in POS_EMBS if p != GPT2['pos_emb']},
+    **{a: {**GPT2, 'attn': a} for a in ATTNS if a != 'softmax'},
     'ngpt': {**MODERN, 'qk_norm': False, 'ngpt': True},               # nGPT normalizes q/k itself
     'diffngpt': {**MODERN, 'qk_norm': False, 'ngpt': True, 'attn': 'diff'},
     'diff_input': {**GPT2, 'diff_input': True},
     'encdec': {**GPT2, 'n_encoder_layer': -1},   # -1: half of n_layer, decoder gets the rest
 }
-DEFAULT_ORDER = ['gpt2', 'modern', 'modern+muon', 'pos_none', 'pos_sinusoidal', 'pos_sinonly', 'pos_binary',
-                 'pos_binary_norm', 'pos_decimal', 'pos_decimal_norm', 'pos_rope', 'linear', 'diff', 'ngpt', 'diffngpt',
-                 'diff_input', 'encdec']
+DEFAULT_ORDER = ['gpt2', 'modern', 'modern+muon'] + [v for v in VARIANTS if v not in ('gpt2', 'modern', 'quickstart')]
 
 
 def model_config(name):
@@ -172,7 +169,7 @@ def measure_generation(model, cfg, dev, src):
     """Generated tokens/s with the cache (model.generate) and recomputing the whole prefix each token."""
     model.eval()
     p = min(gen_prompt, cfg.block_size // 2)
-    n = min(gen_tokens, cfg.block_size - p) if cfg.pos_emb == 'learned' else gen_tokens  # stay in the context
+    n = min(gen_tokens, cfg.block_size - p) if cfg.pos_kind == 'learned' else gen_tokens  # stay in the context
     prompt = torch.randint(0, cfg.vocab_size, (1, p), device=dev)
     s = src[:1] if src is not None else None
     model.generate(prompt, 2, temperature=0, src=s)  # warm-up
@@ -206,8 +203,6 @@ def table(rows, ratios):
 
 def main():
     configurator.configure(globals())
-    if size not in SIZES:
-        raise UserError(f"unknown size '{size}'; known: {', '.join(SIZES)}")
     dev = device if device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
     if one:
         print('BENCH ' + json.dumps(measure(one, dev)), flush=True)

@@ -1,12 +1,17 @@
 """Device and process plumbing shared by train.py and bench.py: DDP setup, FSDP2 sharding (parallel='fsdp'),
-host-to-device copies, peak FLOPs for MFU, stop signals (preemption) and the error that ends a run.
+host-to-device copies, peak FLOPs for MFU, stop signals (preemption), the error that ends a run, and
+preparing a missing data set once when runs start side by side (auto_prepare).
 """
 import copy
 import os
 import signal
+import subprocess
+import sys
 from datetime import timedelta
 
 import torch
+
+from configurator import UserError
 
 
 def setup_distributed(cfg):
@@ -108,3 +113,32 @@ def peak_flops_of(dev):
         if key in name:
             return flops
     return 0
+
+
+# ----------------------------------------------------------------------------- auto_prepare
+
+def ensure_data(cfg, master, ddp):
+    """auto_prepare: run prepare/<data>.py when the data set is missing (the first side effect of a run)."""
+    data_dir = os.path.join(cfg['data_root'], cfg['data'])
+    meta = os.path.join(data_dir, 'meta.json')
+    if cfg['auto_prepare'] and not os.path.exists(meta) and master:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare', f"{cfg['data']}.py")
+        if not os.path.exists(script):
+            raise UserError(f"auto_prepare: no prepare/{cfg['data']}.py to make data set '{cfg['data']}'")
+        import fcntl
+        os.makedirs(cfg['data_root'], exist_ok=True)
+        with open(data_dir + '.lock', 'w') as lock:
+            # runs started side by side (a study's seeds) prepare the set once: the others wait here, then find it
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(meta):
+                print(f"data set {data_dir} missing: running prepare/{cfg['data']}.py", flush=True)
+                r = subprocess.run([sys.executable, script, f'--out_dir={data_dir}'])
+                if r.returncode != 0:
+                    raise UserError(f"prepare/{cfg['data']}.py failed with exit code {r.returncode}")
+        try:
+            os.remove(data_dir + '.lock')  # a late run re-checks meta.json under a fresh lock file, so this is safe
+        except OSError:
+            pass
+    if ddp:
+        torch.distributed.barrier()
+    return data_dir

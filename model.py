@@ -1,7 +1,8 @@
 """GPT and every variant of this lab, behind the flags of GPTConfig.
 
 Nothing here knows about data or training. A variant is one flag plus one small block named after
-it; search for the flag to find every line of it.
+it; search for the flag to find every line of it. The families of choices (POS_EMB_KINDS, NORMS, MLPS,
+ATTNS) are declared once, below; everything else reads them.
 
     model(idx, targets=None, src=None) -> (logits, loss)      targets use -100 for "no loss"
     model.generate(idx, max_new_tokens, temperature, top_k, src=None)   cached (KV cache)
@@ -18,10 +19,37 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-POS_EMBS = ('none', 'learned', 'sinusoidal', 'sinonly', 'binary', 'binary_norm', 'decimal', 'decimal_norm', 'rope')
+# ----------------------------------------------------------------------------- the variant families
+# Each family of choices is declared here once; train.py's settings, bench.py's variants, the studies and
+# the tests read these. A new member of an existing kind is one entry here plus its block below.
+#
+# pos_emb: every encoding and its kind. The kind says how the encoding enters the model, and every place
+# that treats encodings differently (GPT.__init__, GPT.embed, GPT.rope_tables, analysis/pe_encodings.py)
+# dispatches on the kind and refuses one it does not handle (unhandled_pos_kind), never guesses.
+POS_EMB_KINDS = {
+    'none': 'none',              # no position signal (causal attention alone)
+    'learned': 'learned',        # a trained additive table wpe of block_size rows
+    'sinusoidal': 'fixed',       # fixed additive tables (fixed_position_encoding), defined at any position
+    'sinonly': 'fixed',
+    'binary': 'fixed',
+    'binary_norm': 'fixed',
+    'decimal': 'fixed',
+    'decimal_norm': 'fixed',
+    'rope': 'rotary',            # rotates queries and keys in attention (rope_cos_sin, apply_rope)
+}
+# Kinds: the four above, and 'bias' (an additive bias on the attention logits), which has no member yet:
+# its member adds one branch where attention builds its mask.
+POS_KINDS = ('none', 'learned', 'fixed', 'rotary', 'bias')
+POS_EMBS = tuple(POS_EMB_KINDS)
 NORMS = ('layernorm', 'rmsnorm')
 MLPS = ('gelu', 'swiglu')
-ATTNS = ('softmax', 'linear', 'diff')
+ATTNS = ('softmax', 'linear', 'diff')     # softmax: SDPA; linear: recurrent state (attn='linear'); diff: two maps
+
+
+def unhandled_pos_kind(pos_emb, where):
+    """The error for an encoding whose kind a dispatch does not know: a new kind needs its branch there."""
+    return ValueError(f"pos_emb '{pos_emb}' is of kind '{POS_EMB_KINDS.get(pos_emb)}', which {where} does not "
+                      f"handle; add that kind's branch there")
 
 
 @dataclass
@@ -65,11 +93,13 @@ class GPTConfig:
         if self.attn == 'diff' and self.n_embd % (2 * self.n_head):
             raise ValueError(f"attn='diff' splits each of the n_head={self.n_head} heads into two q/k halves: n_embd="
                              f"{self.n_embd} must be divisible by 2*n_head; use half the baseline's n_head")
-        if self.pos_emb == 'rope' and self.qk_head_dim % 2:
+        if self.pos_kind not in POS_KINDS:
+            raise ValueError(f"pos_emb '{self.pos_emb}' is declared with kind '{self.pos_kind}'; kinds: {', '.join(POS_KINDS)}")
+        if self.pos_kind == 'rotary' and self.qk_head_dim % 2:
             raise ValueError(f"pos_emb='rope' needs an even head size, got {self.qk_head_dim}")
         if self.ngpt:  # ngpt: the unit-sphere geometry leaves no room for these
             bad = [f"{k}={v!r}" for k, v, ok in (('bias', self.bias, not self.bias), ('mlp', self.mlp, self.mlp == 'swiglu'),
-                   ('pos_emb', self.pos_emb, self.pos_emb in ('rope', 'none')), ('qk_norm', self.qk_norm, not self.qk_norm),
+                   ('pos_emb', self.pos_emb, self.pos_kind in ('rotary', 'none')), ('qk_norm', self.qk_norm, not self.qk_norm),
                    ('diff_input', self.diff_input, not self.diff_input)) if not ok]
             if bad:
                 raise ValueError(f"ngpt=True does not combine with {', '.join(bad)}; use bias=False, mlp='swiglu', "
@@ -83,6 +113,11 @@ class GPTConfig:
                                      f"use the default {flag} or n_encoder_layer=0")
         if self.n_encoder_layer < 0:
             raise ValueError(f"n_encoder_layer must be >= 0 (0 = decoder-only), got {self.n_encoder_layer}")
+
+    @property
+    def pos_kind(self):
+        """How pos_emb enters the model: 'none', 'learned', 'fixed', 'rotary' (POS_EMB_KINDS)."""
+        return POS_EMB_KINDS[self.pos_emb]
 
     @property
     def qk_head_dim(self):
@@ -231,7 +266,7 @@ class CausalSelfAttention(nn.Module):
             self.base_scale = ngpt_base_scale(config)
             self.sqk = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
         self.rec = None  # set by GPT.record(): a dict to store attention weights in
-        self.linear_chunk = config.linear_chunk if config.attn == 'linear' else 0
+        self.attn, self.linear_chunk = config.attn, config.linear_chunk
 
     def forward(self, x, rope=None, cache=None):
         B, T, C = x.shape
@@ -245,7 +280,7 @@ class CausalSelfAttention(nn.Module):
         if self.ngpt:  # softmax scale sqrt(hd) instead of 1/sqrt(hd): folded into q, so every path below is shared
             sqk = ngpt_scaled(self.sqk, 1.0, self.base_scale).view(1, self.n_qk_head, 1, self.head_dim)
             q, k = sqk * F.normalize(q, dim=-1) * self.head_dim, sqk * F.normalize(k, dim=-1)
-        if self.linear_chunk:  # attn='linear': a recurrent state (S, z) in the cache instead of keys/values
+        if self.attn == 'linear':  # attn='linear': a recurrent state (S, z) in the cache instead of keys/values
             state = (cache['S'], cache['z']) if cache is not None and 'S' in cache else None
             y, S, z = linear_attention(q, k, v, self.linear_chunk, state)
             if cache is not None:
@@ -506,8 +541,9 @@ def encode_source(model, src, caches=None):
     if src is None:
         raise ValueError(f"this encoder-decoder model (n_encoder_layer={model.config.n_encoder_layer}) needs src=")
     mask = src >= 0
-    x, _ = model.embed(src.clamp(min=0), 0)
-    rope = model.rope_tables(0, src.size(1), src.device)
+    pos = model.position_ids(0, src.size(1), src.device)
+    x, _ = model.embed(src.clamp(min=0), pos)
+    rope = model.rope_tables(pos)
     for block in model.enc:
         x = block(x, mask, rope)
     out = {'mem': model.ln_enc(x), 'mem_mask': mask}
@@ -538,13 +574,10 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        if config.pos_emb == 'learned':
+        if config.pos_kind == 'learned':  # (the other kinds have no parameters; rope's tables come per call)
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        if config.pos_emb == 'rope':
-            hd = config.qk_head_dim
-            cos, sin = rope_cos_sin(torch.arange(config.block_size), hd, config.rope_theta)
-            self.register_buffer('rope_cos', cos, persistent=False)
-            self.register_buffer('rope_sin', sin, persistent=False)
+        elif config.pos_kind not in ('none', 'fixed', 'rotary'):
+            raise unhandled_pos_kind(config.pos_emb, 'GPT')
         # diff_input: the stack sees e_t - e_(t-1) (e_(-1) = learned start vector s, init 0);
         # the plain embedding e_t is added back after the final norm, before the LM head.
         if config.diff_input:
@@ -574,10 +607,19 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # ------------------------------------------------------------------ forward
-    def embed(self, idx, start_pos=0, prev_emb=None):
-        """Input of the stack for tokens idx at positions start_pos.. (and the plain embeddings)."""
+    def position_ids(self, start_pos, T, device):
+        """Positions of T tokens from start_pos on: the one place positions are made. The additive tables
+        (embed) and rope (rope_tables) read these ids, so a position scheme changes this function only."""
+        if self.config.pos_kind == 'learned' and start_pos + T > self.config.block_size:
+            raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size={self.config.block_size}, "
+                             f"the limit of learned position embeddings")
+        return torch.arange(start_pos, start_pos + T, device=device)
+
+    def embed(self, idx, pos=None, prev_emb=None):
+        """Input of the stack for tokens idx at positions pos (default position_ids from 0), and the plain
+        token embeddings."""
         cfg = self.config
-        T = idx.size(1)
+        pos = self.position_ids(0, idx.size(1), idx.device) if pos is None else pos
         e = self.wte(idx)
         x = e
         if cfg.diff_input:
@@ -585,31 +627,29 @@ class GPT(nn.Module):
             first = (self.diff_start.expand(idx.size(0), 1, -1) if prev_emb is None else prev_emb)
             x = e - torch.cat((first.to(e.dtype), e[:, :-1]), dim=1)
             self.diagnostics['delta_norm'] = x.detach().norm(dim=-1)
-        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
-        if cfg.pos_emb == 'learned':
-            if start_pos + T > cfg.block_size:
-                raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size={cfg.block_size}, "
-                                 f"the limit of learned position embeddings")
+        kind = cfg.pos_kind
+        if kind == 'learned':
             x = x + self.wpe(pos)
-        elif cfg.pos_emb not in ('none', 'rope'):
+        elif kind == 'fixed':
             # fixed encodings are O(1) per element: scale token embeddings by sqrt(d) to match
             x = x * math.sqrt(cfg.n_embd) + fixed_position_encoding(cfg.pos_emb, pos, cfg.n_embd).to(x.dtype)
+        elif kind not in ('none', 'rotary'):  # (rotary enters in attention, through rope_tables)
+            raise unhandled_pos_kind(cfg.pos_emb, 'GPT.embed')
         return self.drop(x), e
 
-    def rope_tables(self, start_pos, T, device):
-        if self.config.pos_emb != 'rope':
+    def rope_tables(self, pos):
+        """pos_emb of kind 'rotary': the (cos, sin) tables at positions pos for every attention layer; else None."""
+        if self.config.pos_kind != 'rotary':
             return None
-        if start_pos + T <= self.rope_cos.size(0):
-            return self.rope_cos[start_pos:start_pos + T], self.rope_sin[start_pos:start_pos + T]
-        return rope_cos_sin(torch.arange(start_pos, start_pos + T, device=device),
-                            self.config.qk_head_dim, self.config.rope_theta)
+        return rope_cos_sin(pos, self.config.qk_head_dim, self.config.rope_theta)
 
     def hidden(self, idx, start_pos=0, caches=None, src=None):
         """Final hidden states (B, T, C) before the LM head."""
         enc = encode_source(self, src, caches) if (src is not None or self.config.n_encoder_layer) else {}
         prev_emb = caches[0].get('prev_emb') if caches else None
-        x, e = self.embed(idx, start_pos, prev_emb)
-        rope = self.rope_tables(start_pos, idx.size(1), idx.device)
+        pos = self.position_ids(start_pos, idx.size(1), idx.device)
+        x, e = self.embed(idx, pos, prev_emb)
+        rope = self.rope_tables(pos)
         for i, block in enumerate(self.h):
             x = block(x, rope, caches[i] if caches else None, **enc)
         x = self.ln_f(x)

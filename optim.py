@@ -13,6 +13,8 @@ learning rates identically (Muon's schedule ends at min_lr * lr_scale).
 """
 import torch
 
+OPTIMIZERS = ('adamw', 'muon')   # optimizer: one branch each in build_optimizer
+
 
 def muon_params(model):
     """[(name, parameter)] that Muon trains: 2-D weights inside the blocks (decoder blocks h.*, encoder blocks

@@ -2,11 +2,18 @@
 token budgets, and WSD decay branches (one stable run, a decayed model per token budget).
 Pure functions of the settings: train.py drives them, tests check them against their formulas.
 """
+import json
 import math
 import os
+import shutil
 
 import configurator
+from checkpoint import load_checkpoint
 from configurator import UserError
+
+
+LR_SCHEDULES = ('cosine', 'wsd', 'constant')       # lr_schedule: one branch each in lr_at
+DECAY_SHAPES = ('linear', 'cosine', '1-sqrt')       # decay_shape (wsd): one entry each in lr_at's table
 
 
 def lr_at(step, cfg, total):
@@ -51,19 +58,19 @@ def format_tokens(n):
 
 
 def apply_model_size(g, defaults):
-    """Reset the settings `g` (train.py's globals) to `defaults`, apply the preset, then the
-    config files and --key=value again. Returns the resolved config."""
+    """The resolved config of a model_size run: a copy of the settings `g` (a script's globals, with their
+    declarations) back at `defaults`, the preset on top, then the config files and --key=value again
+    (explicit values win). Changes nothing it is given."""
     size = g['model_size']
     if size not in MODEL_SIZES:
         raise UserError(f"unknown model_size '{size}'; valid values: '', {', '.join(MODEL_SIZES)}")
     d, layers, heads, micro, batch_tokens, lr, budget = MODEL_SIZES[size]
-    g.update(defaults)
-    g.update(model_size=size, n_embd=d, n_layer=layers, n_head=heads, block_size=1024, batch_size=micro,
-             global_batch_tokens=batch_tokens, learning_rate=lr, min_lr=lr / 10, max_tokens=budget,
-             run_name='{model_size}_{pos_emb}_{budget}_s{seed}')
+    g = {**g, **defaults, 'model_size': size, 'n_embd': d, 'n_layer': layers, 'n_head': heads, 'block_size': 1024,
+         'batch_size': micro, 'global_batch_tokens': batch_tokens, 'learning_rate': lr, 'min_lr': lr / 10,
+         'max_tokens': budget, 'run_name': '{model_size}_{pos_emb}_{budget}_s{seed}'}
     cfg = configurator.configure(g)
-    cfg['max_tokens'] = g['max_tokens'] = int(cfg['max_tokens'])  # --max_tokens=2.4e9 is fine
-    cfg['run_name'] = g['run_name'] = cfg['run_name'].replace('{budget}', format_tokens(cfg['max_tokens']))
+    cfg['max_tokens'] = int(cfg['max_tokens'])  # --max_tokens=2.4e9 is fine
+    cfg['run_name'] = cfg['run_name'].replace('{budget}', format_tokens(cfg['max_tokens']))
     print(f"model_size {size}: n_embd={cfg['n_embd']} n_layer={cfg['n_layer']} n_head={cfg['n_head']} "
           f"block_size={cfg['block_size']} lr={cfg['learning_rate']:g} budget={format_tokens(cfg['max_tokens'])} "
           f"tokens (parameters in train_begin)")
@@ -98,3 +105,38 @@ def decay_points(cfg, tokens_per_step):
 
 def predecay_path(run_dir, budget):
     return os.path.join(run_dir, 'ckpt', f'predecay_{budget}.pt')
+
+
+def save_predecay(ckpt_path, run_dir, budgets):
+    """The checkpoint just written at a decay start becomes the start of those budgets' branches."""
+    for budget in budgets:
+        shutil.copyfile(ckpt_path, predecay_path(run_dir, budget) + '.tmp')
+        os.replace(predecay_path(run_dir, budget) + '.tmp', predecay_path(run_dir, budget))
+
+
+def branch_config(cfg, run_dir, budget, tokens_per_step, redo, master):
+    """The settings of the decay branch of `budget` (a run of its own that resumes in <run_dir>/decay_<budget>/),
+    its directory started from the pre-decay checkpoint (redo: afresh, even when it exists); None when the
+    branch is already complete. cfg: the stable run's resolved settings. Rank 0 writes."""
+    src = predecay_path(run_dir, budget)
+    if budget not in {int(b) for b in cfg['decay_budgets']} or not os.path.exists(src):
+        raise UserError(f"no pre-decay checkpoint for budget {budget} ({src}); budgets: {cfg['decay_budgets']}; "
+                        f"run the stable run first (the same command without --branch)")
+    bdir = os.path.join(run_dir, f'decay_{budget}')
+    bcfg = {**cfg, 'decay_budgets': [], 'branch': 0, 'max_tokens': budget, 'out_dir': run_dir,
+            'run_name': f'decay_{budget}', 'init_from': 'resume', 'stop_after': 0}
+    last = os.path.join(bdir, 'ckpt', 'last.pt')
+    if not redo and os.path.exists(last) and load_checkpoint(last)['step'] >= math.ceil(budget / tokens_per_step):
+        if master:
+            print(f"decay branch {bdir} is complete", flush=True)
+        return None
+    if master and (redo or not os.path.exists(last)):
+        shutil.rmtree(bdir, ignore_errors=True)
+        os.makedirs(os.path.dirname(last))
+        shutil.copyfile(src, last + '.tmp')
+        os.replace(last + '.tmp', last)
+        with open(os.path.join(bdir, 'config.json'), 'w') as f:
+            json.dump(bcfg, f, indent=2)
+    if master:
+        print(f"decay branch {format_tokens(budget)} tokens: {bdir}", flush=True)
+    return bcfg

@@ -12,12 +12,11 @@ import gc
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import torch
 
@@ -26,13 +25,14 @@ from configurator import Each, Match, OneOf, Range, Text, UserError
 import data as datalib
 from model import ATTNS, GPT, GPTConfig, MLPS, NORMS, POS_EMBS
 from checkpoint import init_weights_from, load_checkpoint, save_checkpoint
-from optim import build_optimizer
-from common import (RunStopped, catch_stop_signals, fsdp_shard, full_state, peak_flops_of, setup_distributed,
-                    shard_optimizer_state, to_device)
+from optim import OPTIMIZERS, build_optimizer
+from common import (RunStopped, catch_stop_signals, ensure_data, fsdp_shard, full_state, peak_flops_of,
+                    setup_distributed, shard_optimizer_state, to_device)
 from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
                         objective_loss, open_objective_data)
 from runlog import Logger, choose_run_dir, format_run_name, write_run_figures
-from schedule import MODEL_SIZES, apply_model_size, decay_points, format_tokens, lr_at, predecay_path
+from schedule import (DECAY_SHAPES, LR_SCHEDULES, MODEL_SIZES, apply_model_size, branch_config, decay_points, lr_at,
+                      save_predecay)
 
 # ----------------------------------------------------------------------------- settings
 # I/O and runs
@@ -75,7 +75,7 @@ max_tokens: Range(0) = 0  # if > 0, max_iters = ceil(max_tokens / tokens per ste
 stop_after: Range(0) = 0  # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
                              # the schedule still spans the whole run, and init_from='resume' goes on
 # optimizer and schedule
-optimizer: OneOf('adamw', 'muon') = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
+optimizer: OneOf(OPTIMIZERS) = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
 learning_rate: Range(0, lo_open=True) = 6e-4  # AdamW's (with muon: embeddings, head, norms, biases, vectors)
 min_lr: Range(0) = 6e-5
 weight_decay: Range(0) = 0.1
@@ -85,10 +85,10 @@ grad_clip: Range(0) = 1.0
 muon_lr: Range(0, lo_open=True) = 0.02  # optimizer='muon': Muon's peak lr; the schedule scales it like learning_rate
 muon_momentum: Range(0, 1, hi_open=True) = 0.95
 muon_weight_decay: Range(0) = 0.0  # decoupled, times Muon's lr (0 = Keller Jordan's original Muon)
-lr_schedule: OneOf('cosine', 'wsd', 'constant') = 'cosine'
+lr_schedule: OneOf(LR_SCHEDULES) = 'cosine'
 warmup_iters: Range(0) = 100
 decay_frac: Range(0, 1, lo_open=True) = 0.1  # wsd: the last decay_frac of training decays to min_lr
-decay_shape: OneOf('linear', 'cosine', '1-sqrt') = 'linear'  # wsd
+decay_shape: OneOf(DECAY_SHAPES) = 'linear'  # wsd
 decay_budgets: Each(Range(1)) = []  # wsd: token budgets; the stable run saves a pre-decay checkpoint for each, then
                              # runs every decay branch into <run_dir>/decay_<budget>/
 branch: Range(0) = 0  # > 0: (re-)run only the decay branch of this budget, from its pre-decay checkpoint
@@ -165,50 +165,41 @@ def hf_init_name(cfg):
 
 
 def batch_geometry(cfg, world):
-    """(micro steps per step, tokens per step, total steps, {pre-decay step: [budgets]}); sets grad_accum
-    from global_batch_tokens."""
+    """(micro steps per step, tokens per step, total steps, {pre-decay step: [budgets]}); the micro steps come
+    from global_batch_tokens when it is set, else from grad_accum."""
     tokens_per_micro = cfg['batch_size'] * cfg['block_size']
+    accum = cfg['grad_accum']
     if cfg['global_batch_tokens'] > 0:
         per_step = tokens_per_micro * world
         if cfg['global_batch_tokens'] % per_step:
             raise UserError(f"global_batch_tokens={cfg['global_batch_tokens']} is not divisible by batch_size*block_size*"
                             f"world_size={per_step}; pick a multiple of {per_step}")
-        cfg['grad_accum'] = cfg['global_batch_tokens'] // per_step
-    tokens_per_step = tokens_per_micro * cfg['grad_accum'] * world
+        accum = cfg['global_batch_tokens'] // per_step
+    tokens_per_step = tokens_per_micro * accum * world
     total_steps = math.ceil(cfg['max_tokens'] / tokens_per_step) if cfg['max_tokens'] > 0 else cfg['max_iters']
     predecay = decay_points(cfg, tokens_per_step)
     if predecay:  # decay_budgets: the schedule spans the largest budget; the stable run stops at its decay
         total_steps = math.ceil(max(max(b) for b in predecay.values()) / tokens_per_step)
-    return cfg['grad_accum'], tokens_per_step, total_steps, predecay
+    return accum, tokens_per_step, total_steps, predecay
 
 
 # ----------------------------------------------------------------------------- setup
 
-def ensure_data(cfg, master, ddp):
-    """auto_prepare: run prepare/<data>.py when the data set is missing (the first side effect of a run)."""
-    data_dir = os.path.join(cfg['data_root'], cfg['data'])
-    meta = os.path.join(data_dir, 'meta.json')
-    if cfg['auto_prepare'] and not os.path.exists(meta) and master:
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prepare', f"{cfg['data']}.py")
-        if not os.path.exists(script):
-            raise UserError(f"auto_prepare: no prepare/{cfg['data']}.py to make data set '{cfg['data']}'")
-        import fcntl
-        os.makedirs(cfg['data_root'], exist_ok=True)
-        with open(data_dir + '.lock', 'w') as lock:
-            # runs started side by side (a study's seeds) prepare the set once: the others wait here, then find it
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not os.path.exists(meta):
-                print(f"data set {data_dir} missing: running prepare/{cfg['data']}.py", flush=True)
-                r = subprocess.run([sys.executable, script, f'--out_dir={data_dir}'])
-                if r.returncode != 0:
-                    raise UserError(f"prepare/{cfg['data']}.py failed with exit code {r.returncode}")
-        try:
-            os.remove(data_dir + '.lock')  # a late run re-checks meta.json under a fresh lock file, so this is safe
-        except OSError:
-            pass
-    if ddp:
-        torch.distributed.barrier()
-    return data_dir
+def resolve(cfg, world, master, ddp):
+    """The settings a run really uses, as a new dict (what config.json and checkpoints hold): an HF init's model
+    flags, vocab_size 0 -> the data's vocabulary padded to a multiple of 64, grad_accum from global_batch_tokens.
+    Returns (settings, data_dir, meta, the HF init's state dict or None). Prepares the data when asked."""
+    cfg = dict(cfg)
+    data_dir = ensure_data(cfg, master, ddp)
+    meta = datalib.load_meta(data_dir)
+    hf_init = None
+    if hf_init_name(cfg):
+        from export_hf import hf_weights
+        hf_init = hf_weights(cfg, meta)  # sets the model flags (of this copy) from the transformers config
+    if cfg['vocab_size'] == 0:
+        cfg['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # padded: faster matmuls
+    cfg['grad_accum'] = batch_geometry(cfg, world)[0]
+    return cfg, data_dir, meta, hf_init
 
 
 def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp):
@@ -251,8 +242,43 @@ def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp
     return model, optimizer, ckpt
 
 
-def setup(cfg, ddp, rank, world, dev, master):
-    """Data, batch geometry, run dir, model and optimizer: everything the loop needs, as one namespace."""
+@dataclass
+class Run:
+    """What the loop and its helpers share: made once by setup(); only the last three fields change."""
+    cfg: dict               # the resolved settings (resolve()): what config.json and checkpoints hold
+    ddp: bool               # under torchrun (DDP or FSDP2)
+    fsdp: bool              # parallel='fsdp' under torchrun: the model is sharded
+    rank: int               # this process's rank (0 without torchrun)
+    world: int              # number of ranks
+    master: bool            # rank 0: writes files and prints
+    dev: str                # 'cpu', 'mps', 'cuda:<local rank>'
+    device_type: str        # 'cpu', 'mps', 'cuda'
+    dtype: str              # 'float32', 'bfloat16' or 'float16' (dtype='auto' resolved)
+    autocast: object        # the context forward passes run in (nullcontext in float32)
+    meta: dict              # the data set's meta.json
+    tokenizer: object       # data.get_tokenizer(meta['tokenizer']); its spec goes into checkpoints
+    train_data: object      # open_objective_data(..., 'train'): what get_batch draws from
+    val_data: object        # open_objective_data(..., 'val'): what evaluate reads
+    accum: int              # micro steps per optimizer step, per rank
+    tokens_per_step: int    # tokens per optimizer step, all ranks together
+    total_steps: int        # optimizer steps of the whole schedule
+    predecay: dict          # decay_budgets: {pre-decay step: [budgets]} ({} without them)
+    run_dir: str            # out_dir/<run name>[_vN]
+    ckpt_path: str          # <run_dir>/ckpt/last.pt (or last.safetensors)
+    raw_model: object       # the GPT (checkpoints, evaluation, diagnostics, nGPT renormalization)
+    model: object           # what the training forward calls: raw_model, compiled and/or wrapped in DDP
+    optimizer: object       # optim.build_optimizer's AdamW or Muon + AdamW
+    start_step: int         # 0, or the resumed checkpoint's step
+    dpo_ref: object         # objective='dpo': the reference checkpoint (stored in checkpoints), else None
+    log: Logger             # metrics.jsonl, console markers, TensorBoard, wandb
+    loss_sum: torch.Tensor  # changes: sum of the micro-step losses since the last train event (on the device)
+    extra: dict             # changes: sums of the objective's extra scalars (dpo accuracy, rewards) since then
+    window_steps: int = 0   # changes: optimizer steps taken since then (a skipped step does not count)
+
+
+def setup(cfg, ddp, rank, world, dev):
+    """Data, batch geometry, run dir, model and optimizer: everything the loop needs, as one Run."""
+    master = rank == 0
     device_type = 'cuda' if dev.startswith('cuda') else dev
     torch.manual_seed(cfg['seed'])
     if device_type == 'cuda':
@@ -260,14 +286,7 @@ def setup(cfg, ddp, rank, world, dev, master):
         torch.backends.cudnn.allow_tf32 = True
     dt = cfg['dtype'] if cfg['dtype'] != 'auto' else ('bfloat16' if device_type == 'cuda' else 'float32')
     autocast = torch.autocast(device_type=device_type, dtype=getattr(torch, dt)) if dt != 'float32' else nullcontext()
-    data_dir = ensure_data(cfg, master, ddp)
-    meta = datalib.load_meta(data_dir)
-    hf_init = None
-    if hf_init_name(cfg):
-        from export_hf import hf_weights
-        hf_init = hf_weights(cfg, meta)  # sets the model flags from the transformers config
-    if cfg['vocab_size'] == 0:
-        cfg['vocab_size'] = 64 * math.ceil(meta['vocab_size'] / 64)  # padded: faster matmuls
+    cfg, data_dir, meta, hf_init = resolve(cfg, world, master, ddp)
     train_data = open_objective_data(cfg, data_dir, 'train')
     val_data = open_objective_data(cfg, data_dir, 'val')
     objective_batch(cfg, train_data, 0)  # too-short splits fail here, before anything is written
@@ -275,32 +294,100 @@ def setup(cfg, ddp, rank, world, dev, master):
     accum, tokens_per_step, total_steps, predecay = batch_geometry(cfg, world)
     run_dir = choose_run_dir(cfg)
     ckpt_path = os.path.join(run_dir, 'ckpt', 'last.safetensors' if cfg['ckpt_format'] == 'safetensors' else 'last.pt')
-    r = SimpleNamespace(cfg=cfg, ddp=ddp, rank=rank, world=world, dev=dev, master=master, device_type=device_type,
-                        dtype=dt, autocast=autocast, meta=meta, train_data=train_data, val_data=val_data, accum=accum,
-                        tokens_per_step=tokens_per_step, total_steps=total_steps, predecay=predecay,
-                        run_dir=run_dir, ckpt_path=ckpt_path, dpo_ref=None, fsdp=ddp and cfg['parallel'] == 'fsdp')
-    if cfg['branch']:
-        return r
-    model, r.optimizer, ckpt = build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, r.fsdp)
-    r.tokenizer = datalib.get_tokenizer(meta['tokenizer'])
-    r.start_step = ckpt['step'] if ckpt is not None else 0
+    fsdp = ddp and cfg['parallel'] == 'fsdp'
+    model, optimizer, ckpt = build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp)
+    tokenizer = datalib.get_tokenizer(meta['tokenizer'])
+    dpo_ref = None
     if cfg['objective'] == 'dpo':  # the frozen reference scores every pair once; only the policy trains
-        r.dpo_ref = dpo_setup(cfg, ckpt, model, (train_data, val_data), r.tokenizer, dev, autocast, master)
-    r.raw_model = r.model = model  # (under fsdp the sharded model itself: fully_shard works in place)
-    if cfg['compile']:
-        r.model = torch.compile(model)
-    if ddp and not r.fsdp:
-        r.model = torch.nn.parallel.DistributedDataParallel(r.model, device_ids=[dev] if device_type == 'cuda' else None)
+        dpo_ref = dpo_setup(cfg, ckpt, model, (train_data, val_data), tokenizer, dev, autocast, master)
+    wrapped = torch.compile(model) if cfg['compile'] else model  # (under fsdp: fully_shard worked in place)
+    if ddp and not fsdp:
+        wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=[dev] if device_type == 'cuda' else None)
     if master:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, 'config.json.tmp'), 'w') as f:
             json.dump(cfg, f, indent=2)
         os.replace(os.path.join(run_dir, 'config.json.tmp'), os.path.join(run_dir, 'config.json'))
-    r.log = Logger(run_dir, cfg, master, resume_step=r.start_step if ckpt is not None else None)
-    return r
+    start_step = ckpt['step'] if ckpt is not None else 0
+    log = Logger(run_dir, cfg, master, resume_step=start_step if ckpt is not None else None)
+    return Run(cfg=cfg, ddp=ddp, fsdp=fsdp, rank=rank, world=world, master=master, dev=dev, device_type=device_type,
+               dtype=dt, autocast=autocast, meta=meta, tokenizer=tokenizer, train_data=train_data, val_data=val_data,
+               accum=accum, tokens_per_step=tokens_per_step, total_steps=total_steps, predecay=predecay,
+               run_dir=run_dir, ckpt_path=ckpt_path, raw_model=model, model=wrapped, optimizer=optimizer,
+               start_step=start_step, dpo_ref=dpo_ref, log=log, loss_sum=torch.zeros((), device=dev), extra={})
 
 
-# ----------------------------------------------------------------------------- one step, eval, checkpoint
+# ----------------------------------------------------------------------------- the loop
+
+def train(cfg, ddp, rank, world, dev):
+    """One run (the run itself or a decay branch) from its start step to its end step. Returns the resolved
+    settings, the run dir and the decay budgets whose branches are now due (main runs them)."""
+    r = setup(cfg, ddp, rank, world, dev)
+    cfg = r.cfg
+    end_step = min(r.total_steps, cfg['stop_after']) if cfg['stop_after'] > 0 else r.total_steps
+    end_step = min(end_step, max(r.predecay, default=end_step))  # the stable run stops at its last decay start
+    branches = sorted(b for bs in r.predecay.values() for b in bs) if end_step == max(r.predecay, default=-1) else []
+    begin(r)
+    ckpt_every = cfg['ckpt_interval'] or cfg['eval_interval']
+    stop_signals = catch_stop_signals()
+    t0 = t_log = time.time()
+    val_loss, b = None, get_batch(r, r.start_step, 0)
+    for step in range(r.start_step, end_step):
+        lr = lr_at(step, cfg, r.total_steps)
+        for g in r.optimizer.param_groups:  # lr_scale: Muon's groups (muon_lr / learning_rate; optim.py)
+            g['lr'] = lr * g.get('lr_scale', 1.0)
+        loss_before = r.loss_sum.clone() if cfg['nonfinite'] == 'skip' else None
+        for micro in range(r.accum):
+            with grad_sync(r, last=micro == r.accum - 1):
+                with r.autocast:
+                    loss = add_extras(r, objective_loss(r.model, b, cfg))
+                nxt = (step, micro + 1) if micro + 1 < r.accum else (step + 1, 0)
+                if nxt[0] < r.total_steps:  # prefetch the next micro batch while this backward runs (async on CUDA)
+                    b = get_batch(r, *nxt)
+                (loss / r.accum).backward()
+            r.loss_sum += loss.detach()  # (on the device: no host sync)
+            step_loss = loss.detach() if micro == 0 else step_loss + loss.detach()
+        if not skipped_nonfinite(r, step, step_loss, loss_before):
+            if cfg['grad_clip'] > 0:
+                torch.nn.utils.clip_grad_norm_(r.model.parameters(), cfg['grad_clip'])
+            r.optimizer.step()
+            if cfg['ngpt']:  # nGPT: weights back on the unit sphere after every step (on every rank, identically)
+                r.raw_model.normalize_weights()
+            r.window_steps += 1
+        r.optimizer.zero_grad(set_to_none=True)
+        # the rare paths: log, evaluate, checkpoint, preemption
+        done = step + 1
+        is_log = done % cfg['log_interval'] == 0 or done == r.total_steps
+        is_eval = done % cfg['eval_interval'] == 0 or done == r.total_steps
+        is_ckpt = done % ckpt_every == 0 or done == end_step
+        if (is_log or is_ckpt) and r.window_steps > 0:  # the only host syncs: at log and checkpoint steps
+            log_train(r, done, lr, t_log, is_log)
+            t_log = None
+        if is_eval:
+            val_loss = log_eval(r, done, *evaluate(r))
+        if is_ckpt or done in r.predecay:
+            checkpoint(r, done)
+            if r.master:  # decay_budgets: a checkpoint where decays start is their branches' start
+                save_predecay(r.ckpt_path, r.run_dir, r.predecay.get(done, []))
+        if ddp and (is_ckpt or is_eval or done in r.predecay):
+            torch.distributed.barrier()
+        if stop_requested(r, stop_signals, is_log) and done < end_step:
+            preempted(r, done, is_ckpt, stop_signals)
+            return r.cfg, r.run_dir, []
+        t_log = t_log or time.time()  # ms_per_step counts training steps only, not evals or checkpoints
+    finish(r, end_step, val_loss, time.time() - t0, sample=not branches)
+    return r.cfg, r.run_dir, branches
+
+
+def begin(r):
+    r.log.event('train_begin', console=True, step=r.start_step, tokens=r.start_step * r.tokens_per_step,
+                run_dir=r.run_dir, params=r.raw_model.num_params(), total_steps=r.total_steps,
+                tokens_per_step=r.tokens_per_step, world_size=r.world, grad_accum=r.accum, device=r.dev, dtype=r.dtype,
+                val_unigram_entropy=r.meta['splits'].get('val', {}).get('unigram_entropy'))
+    if r.master:
+        print('config: ' + json.dumps(r.cfg))
+    r.model.train()
+
 
 def get_batch(r, step, micro):
     # (seed, index) fixes the batch: rank k of W at micro m equals micro m*W + k of one process
@@ -308,49 +395,37 @@ def get_batch(r, step, micro):
     return to_device(objective_batch(r.cfg, r.train_data, index), r.dev, r.device_type)
 
 
-def train_step(r, step, b, stats):
-    """One optimizer step over `accum` micro batches (b is the first); returns the next step's first batch.
-    Loss sums stay on the device (no host sync) in stats."""
-    cfg = r.cfg
-    loss_before = stats['loss_sum'].clone() if cfg['nonfinite'] == 'skip' else None
-    for micro in range(r.accum):
-        last = micro == r.accum - 1
-        if r.fsdp:  # FSDP2's no_sync: gradients accumulate unsharded, one reduce-scatter on the last micro step
-            r.raw_model.set_requires_gradient_sync(last)
-        sync = nullcontext() if (not r.ddp or r.fsdp or last) else r.model.no_sync()
-        with sync:
-            with r.autocast:
-                loss = objective_loss(r.model, b, cfg)
-            if isinstance(loss, tuple):  # extra scalars to log (dpo accuracy, rewards)
-                loss, ex = loss
-                for k, v in ex.items():
-                    stats['extra'][k] = stats['extra'].get(k, 0) + v.detach()
-            # prefetch the next micro batch while this one's backward runs (async on CUDA)
-            nxt = (step, micro + 1) if micro + 1 < r.accum else (step + 1, 0)
-            if nxt[0] < r.total_steps:
-                b = get_batch(r, *nxt)
-            (loss / r.accum).backward()
-        stats['loss_sum'] += loss.detach()
-        step_loss = loss.detach() if micro == 0 else step_loss + loss.detach()
-    skipped = False
-    if cfg['nonfinite'] == 'skip':  # one host sync per step, only in this mode
-        if r.ddp:
-            torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.SUM)
-        skipped = not torch.isfinite(step_loss)
-        if skipped:
-            stats['loss_sum'].copy_(loss_before)  # the skipped step does not count in the logged mean
-            if r.master:
-                print(f"step {step + 1}: non-finite loss, step skipped (nonfinite='skip')", flush=True)
-            r.log.event('skipped_step', step=step + 1, tokens=(step + 1) * r.tokens_per_step)
-    if not skipped:
-        if cfg['grad_clip'] > 0:
-            torch.nn.utils.clip_grad_norm_(r.model.parameters(), cfg['grad_clip'])
-        r.optimizer.step()
-        if cfg['ngpt']:  # nGPT: weights back on the unit sphere after every step (on every rank, identically)
-            r.raw_model.normalize_weights()
-        stats['steps'] += 1
-    r.optimizer.zero_grad(set_to_none=True)
-    return b
+def grad_sync(r, last):
+    """Gradients are reduced across ranks on the last micro step only: DDP's no_sync before it; FSDP2 keeps them
+    unsharded until then (one reduce-scatter). One process: nothing to do."""
+    if r.fsdp:
+        r.raw_model.set_requires_gradient_sync(last)
+    return nullcontext() if (not r.ddp or r.fsdp or last) else r.model.no_sync()
+
+
+def add_extras(r, loss):
+    """objective_loss gives a loss, or (loss, extra scalars to log) (dpo): the extras go into r.extra."""
+    if isinstance(loss, tuple):
+        loss, ex = loss
+        for k, v in ex.items():
+            r.extra[k] = r.extra.get(k, 0) + v.detach()
+    return loss
+
+
+def skipped_nonfinite(r, step, step_loss, loss_before):
+    """nonfinite='skip': True when the step's loss is not finite (on any rank); the step is then dropped and its
+    losses leave the logged mean. One host sync per step, only in this mode."""
+    if r.cfg['nonfinite'] != 'skip':
+        return False
+    if r.ddp:
+        torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.SUM)
+    if torch.isfinite(step_loss):
+        return False
+    r.loss_sum.copy_(loss_before)
+    if r.master:
+        print(f"step {step + 1}: non-finite loss, step skipped (nonfinite='skip')", flush=True)
+    r.log.event('skipped_step', step=step + 1, tokens=(step + 1) * r.tokens_per_step)
+    return True
 
 
 @torch.no_grad()
@@ -367,6 +442,12 @@ def evaluate(r):
         losses.append(loss.item())
     r.model.train()
     return sum(losses) / len(losses), {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
+
+
+def log_eval(r, done, val_loss, val_extra):
+    r.log.event('evaluate', console=r.master, step=done, tokens=done * r.tokens_per_step, val_loss=round(val_loss, 5),
+                val_ppl=round(math.exp(min(val_loss, 50)), 3), **val_extra)
+    return val_loss
 
 
 def checkpoint(r, step):
@@ -395,25 +476,26 @@ def checkpoint(r, step):
                          f"intact; free disk space and continue with --init_from=resume") from None
 
 
-def log_train(r, done, lr, stats, t_log, is_log):
-    """The train event (mean loss since the last log, speed, diagnostics); the one host sync of a log step."""
+def log_train(r, done, lr, t_log, is_log):
+    """The train event of the window since the last one (mean loss, speed, diagnostics), then a new window;
+    the one host sync of a log step."""
     if r.ddp:
-        torch.distributed.all_reduce(stats['loss_sum'], op=torch.distributed.ReduceOp.AVG)
-    n, tokens = stats['steps'] * r.accum, done * r.tokens_per_step
-    train_loss = stats['loss_sum'].item() / n
+        torch.distributed.all_reduce(r.loss_sum, op=torch.distributed.ReduceOp.AVG)
+    n, tokens = r.window_steps * r.accum, done * r.tokens_per_step
+    train_loss = r.loss_sum.item() / n
     if not math.isfinite(train_loss):
         good = r.ckpt_path if os.path.exists(r.ckpt_path) else 'none (no checkpoint was written yet)'
-        raise RunStopped(f"non-finite training loss ({train_loss}) between steps {done - stats['steps']} and {done}; "
+        raise RunStopped(f"non-finite training loss ({train_loss}) between steps {done - r.window_steps} and {done}; "
                          f"last good checkpoint: {good}; lower learning_rate or raise warmup_iters")
     dt_s = time.time() - t_log
-    tok_s = stats['steps'] * r.tokens_per_step / dt_s
+    tok_s = r.window_steps * r.tokens_per_step / dt_s
     rec = dict(step=done, tokens=tokens, loss=round(train_loss, 5), lr=lr, tok_per_s=round(tok_s, 1),
-               ms_per_step=round(1000 * dt_s / stats['steps'], 2))
-    if stats['extra']:
-        ex = torch.stack(list(stats['extra'].values())).float()
+               ms_per_step=round(1000 * dt_s / r.window_steps, 2))
+    if r.extra:
+        ex = torch.stack(list(r.extra.values())).float()
         if r.ddp:
             torch.distributed.all_reduce(ex, op=torch.distributed.ReduceOp.AVG)
-        rec.update({k: round(v / n, 5) for k, v in zip(stats['extra'], ex.tolist())})
+        rec.update({k: round(v / n, 5) for k, v in zip(r.extra, ex.tolist())})
     if r.device_type == 'cuda' and peak_flops_of(r.dev):
         rec['mfu'] = round(r.raw_model.flops_per_token() * tok_s / (r.world * peak_flops_of(r.dev)), 4)
     for name, t in r.raw_model.diagnostics.items():  # e.g. diff_input's delta norms
@@ -427,84 +509,18 @@ def log_train(r, done, lr, stats, t_log, is_log):
               + (f" | acc {rec['acc']:.3f} | margin {rec['margin']:.3f}" if 'acc' in rec else '')
               + (f" | mfu {rec['mfu']:.1%}" if 'mfu' in rec else ''), flush=True)
         r.log.event('progress', console=False, step=done, tokens=tokens, frac=round(done / r.total_steps, 4))
-    stats.update(loss_sum=torch.zeros((), device=r.dev), extra={}, steps=0)
+    r.loss_sum, r.extra, r.window_steps = torch.zeros((), device=r.dev), {}, 0
 
 
-# ----------------------------------------------------------------------------- the run
-
-def main():
-    cfg = configurator.configure(globals())
-    if cfg['model_size']:
-        cfg = apply_model_size(globals(), DEFAULTS)
-    world = int(os.environ.get('WORLD_SIZE', 1)) if 'RANK' in os.environ else 1
-    check_settings(dict(cfg), world)
-    ddp, rank, local_rank, world, dev = setup_distributed(cfg)
-    try:
-        out = train(cfg, ddp, rank, world, dev, rank == 0)
-        # fsdp: the sharded model's hooks form reference cycles that keep it (and gloo work objects with tensors)
-        # alive until interpreter teardown, where freeing them can abort the process: free them now
-        gc.collect()
-        if ddp:  # every rank done (rank 0 may still be sampling) before teardown: a gloo rank whose peer
-            torch.distributed.barrier()  # closed its sockets first can abort at exit
-        return out
-    finally:
-        if ddp:
-            torch.distributed.destroy_process_group()
-
-
-def train(cfg, ddp, rank, world, dev, master):
-    r = setup(cfg, ddp, rank, world, dev, master)
-    if cfg['branch']:
-        return run_branch(r, cfg['branch'], redo=cfg['init_from'] != 'resume')
-    r.log.event('train_begin', console=True, step=r.start_step, tokens=r.start_step * r.tokens_per_step,
-                run_dir=r.run_dir, params=r.raw_model.num_params(), total_steps=r.total_steps,
-                tokens_per_step=r.tokens_per_step, world_size=world, grad_accum=r.accum, device=dev, dtype=r.dtype,
-                val_unigram_entropy=r.meta['splits'].get('val', {}).get('unigram_entropy'))
-    if master:
-        print('config: ' + json.dumps(cfg))
-    r.model.train()
-    ckpt_every = cfg['ckpt_interval'] or cfg['eval_interval']
-    stats = dict(loss_sum=torch.zeros((), device=dev), extra={}, steps=0)
-    t0 = t_log = time.time()
-    end_step = min(r.total_steps, cfg['stop_after']) if cfg['stop_after'] > 0 else r.total_steps
-    if r.predecay:
-        end_step = min(end_step, max(r.predecay))
-    stop_signals = catch_stop_signals()
-    val_loss, b = None, get_batch(r, r.start_step, 0)
-    for step in range(r.start_step, end_step):
-        lr = lr_at(step, cfg, r.total_steps)
-        for g in r.optimizer.param_groups:  # lr_scale: Muon's groups (muon_lr / learning_rate; optim.py)
-            g['lr'] = lr * g.get('lr_scale', 1.0)
-        b = train_step(r, step, b, stats)
-        done = step + 1
-        tokens = done * r.tokens_per_step
-        is_log = done % cfg['log_interval'] == 0 or done == r.total_steps
-        is_eval = done % cfg['eval_interval'] == 0 or done == r.total_steps
-        is_ckpt = done % ckpt_every == 0 or done == end_step
-        if (is_log or is_ckpt) and stats['steps'] > 0:  # the only host syncs: at log and checkpoint steps
-            log_train(r, done, lr, stats, t_log, is_log)
-            t_log = None
-        if is_eval:
-            val_loss, val_extra = evaluate(r)
-            r.log.event('evaluate', console=master, step=done, tokens=tokens, val_loss=round(val_loss, 5),
-                        val_ppl=round(math.exp(min(val_loss, 50)), 3), **val_extra)
-        if is_ckpt or done in r.predecay:
-            checkpoint(r, done)
-        for budget in r.predecay.get(done, []) if master else []:  # decay_budgets: this budget's decay starts here
-            shutil.copyfile(r.ckpt_path, predecay_path(r.run_dir, budget) + '.tmp')
-            os.replace(predecay_path(r.run_dir, budget) + '.tmp', predecay_path(r.run_dir, budget))
-        if ddp and (is_ckpt or is_eval or done in r.predecay):
-            torch.distributed.barrier()
-        if ddp and is_log:  # ranks agree on a stop request at log steps (no extra syncs elsewhere)
-            flag = torch.tensor([float(bool(stop_signals))], device=dev)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop_now = flag.item() > 0
-        else:
-            stop_now = bool(stop_signals) and not ddp
-        if stop_now and done < end_step:
-            return preempted(r, done, is_ckpt, stop_signals)
-        t_log = t_log or time.time()  # ms_per_step counts training steps only, not evals or checkpoints
-    return finish(r, end_step, val_loss, time.time() - t0)
+def stop_requested(r, stop_signals, is_log):
+    """A stop signal arrived (SIGTERM/SIGINT); under DDP the ranks agree at log steps (no extra syncs elsewhere)."""
+    if not r.ddp:
+        return bool(stop_signals)
+    if not is_log:
+        return False
+    flag = torch.tensor([float(bool(stop_signals))], device=r.dev)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return flag.item() > 0
 
 
 def preempted(r, done, is_ckpt, stop_signals):
@@ -523,60 +539,56 @@ def preempted(r, done, is_ckpt, stop_signals):
     return r.run_dir
 
 
-def finish(r, end_step, val_loss, elapsed):
-    """train_end, run figures, the decay branches (decay_budgets) and the closing sample."""
+def finish(r, end_step, val_loss, elapsed, sample):
+    """train_end, run figures and (sample: unless decay branches follow) the closing sample."""
     cfg = r.cfg
     if r.master and cfg['log_figures']:
         write_run_figures(r.run_dir, r.raw_model.diagnostics, r.log.tb)
     r.log.event('train_end', console=True, step=end_step, tokens=end_step * r.tokens_per_step,
                 val_loss=None if val_loss is None else round(val_loss, 5), seconds=round(elapsed, 1), run_dir=r.run_dir)
     r.log.close()
-    if r.predecay and end_step == max(r.predecay):  # decay_budgets: the stable run is done, run every branch
-        for budget in sorted(b for bs in r.predecay.values() for b in bs):
-            run_branch(r, budget, redo=False)
-        return r.run_dir
-    if r.master and cfg['sample_tokens'] > 0 and cfg['n_encoder_layer'] == 0:  # sample.py prints it, from the
-        print(f"--- sample ({cfg['sample_tokens']} tokens, from {r.ckpt_path}) ---", flush=True)  # checkpoint
+    if sample and r.master and cfg['sample_tokens'] > 0 and cfg['n_encoder_layer'] == 0:  # sample.py prints it,
+        print(f"--- sample ({cfg['sample_tokens']} tokens, from {r.ckpt_path}) ---", flush=True)  # from the checkpoint
         p = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sample.py'),
                             f'--ckpt={r.ckpt_path}', '--prompt=-', f"--max_new_tokens={cfg['sample_tokens']}",
                             '--temperature=0.8', '--top_k=50', f"--seed={cfg['seed']}", f"--device={r.dev}"],
                            input=cfg['sample_prompt'], text=True)  # the prompt goes in verbatim on stdin
         if p.returncode:
             raise RunStopped(f"training finished, but sampling from {r.ckpt_path} failed (exit {p.returncode})")
-    return r.run_dir
 
 
-# ----------------------------------------------------------------------------- decay_budgets
-# WSD gives a model per token budget from one run (schedule.py): the stable run saves a checkpoint at
-# each budget's decay start; each branch resumes from it with max_tokens=budget into
-# <run_dir>/decay_<budget>/. --branch=<budget> re-runs one branch (add --init_from=resume to continue it).
+# ----------------------------------------------------------------------------- main
 
-def run_branch(r, budget, redo):
-    """Train the decay branch of `budget` from the stable run's pre-decay checkpoint."""
-    cfg, src = r.cfg, predecay_path(r.run_dir, budget)
-    if budget not in {int(b) for b in cfg['decay_budgets']} or not os.path.exists(src):
-        raise UserError(f"no pre-decay checkpoint for budget {budget} ({src}); budgets: {cfg['decay_budgets']}; "
-                        f"run the stable run first (the same command without --branch)")
-    bdir = os.path.join(r.run_dir, f'decay_{budget}')
-    bcfg = {**cfg, 'decay_budgets': [], 'branch': 0, 'max_tokens': budget, 'out_dir': r.run_dir,
-            'run_name': f'decay_{budget}', 'init_from': 'resume', 'stop_after': 0}
-    last = os.path.join(bdir, 'ckpt', 'last.pt')
-    if not redo and os.path.exists(last) and load_checkpoint(last)['step'] >= math.ceil(budget / r.tokens_per_step):
-        if r.master:
-            print(f"decay branch {bdir} is complete", flush=True)
-        return bdir
-    if r.master and (redo or not os.path.exists(last)):  # start the branch from the pre-decay checkpoint
-        shutil.rmtree(bdir, ignore_errors=True)
-        os.makedirs(os.path.dirname(last))
-        shutil.copyfile(src, last + '.tmp')
-        os.replace(last + '.tmp', last)
-        with open(os.path.join(bdir, 'config.json'), 'w') as f:
-            json.dump(bcfg, f, indent=2)
-    if r.ddp:
-        torch.distributed.barrier()
-    if r.master:
-        print(f"decay branch {format_tokens(budget)} tokens: {bdir}", flush=True)
-    return train(bcfg, r.ddp, r.rank, r.world, r.dev, r.master)
+def main():
+    cfg = configurator.configure(globals())
+    if cfg['model_size']:  # the preset under the config files and --key=value (which win)
+        cfg = apply_model_size(globals(), DEFAULTS)
+    world = int(os.environ.get('WORLD_SIZE', 1)) if 'RANK' in os.environ else 1
+    check_settings(cfg, world)
+    ddp, rank, _, world, dev = setup_distributed(cfg)
+    master = rank == 0
+    try:
+        if cfg['branch']:  # one decay branch only, of the stable run these settings name
+            cfg = resolve(cfg, world, master, ddp)[0]
+            run_dir, budgets, redo = choose_run_dir(cfg), [cfg['branch']], cfg['init_from'] != 'resume'
+        else:  # the run; when it reached its last decay start, every decay branch after it
+            cfg, run_dir, budgets = train(cfg, ddp, rank, world, dev)
+            redo = False
+        for budget in budgets:
+            bcfg = branch_config(cfg, run_dir, budget, batch_geometry(cfg, world)[1], redo, master)
+            if ddp:  # rank 0 has set up the branch directory
+                torch.distributed.barrier()
+            if bcfg is not None:
+                train(bcfg, ddp, rank, world, dev)
+        # fsdp: the sharded model's hooks form reference cycles that keep it (and gloo work objects with tensors)
+        # alive until interpreter teardown, where freeing them can abort the process: free them now
+        gc.collect()
+        if ddp:  # every rank done (rank 0 may still be sampling) before teardown: a gloo rank whose peer
+            torch.distributed.barrier()  # closed its sockets first can abort at exit
+        return run_dir
+    finally:
+        if ddp:
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

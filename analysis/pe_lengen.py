@@ -31,31 +31,34 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
+from configurator import Each, OneOf, Range, Text  # noqa: E402
 import data as datalib  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from analysis.study import fmt, mean_std, read_metrics, run_script, train_run  # noqa: E402
 from model import POS_EMBS  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, 'prepare'))
+from lengen import TASKS  # noqa: E402  prepare/lengen.py
 
-tasks = ['copy', 'reverse']
-encodings = list(POS_EMBS)
-seeds = [1, 2, 3]
-train_len = 8            # L: trained on lengths 1..L, tested on 1..2L
-n_train = 50000          # training examples per task (prepare/lengen.py)
-n_test = 50              # test examples per length
-n_layer = 2
-n_head = 4
-n_embd = 64
-batch_size = 32
-max_iters = 1000
-learning_rate = 5e-3
-warmup_iters = 50
-mech_examples = 32       # test examples of length 2L for the attention-entropy figure
-data_root = 'data'
-out_dir = 'out/pe_lengen'
-figures_dir = 'figures/pe_lengen'
-threads = 1              # torch threads per process (the CPU is often shared)
-quick = False            # tiny models and a few steps: the whole study in seconds (tests)
-figures_only = False     # redo the table and figures from <out_dir>/results.json (no training)
+tasks: Each(OneOf(TASKS), min_len=1) = ['copy', 'reverse']
+encodings: Each(OneOf(POS_EMBS), min_len=1) = list(POS_EMBS)  # default: every encoding model.py declares
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]
+train_len: Range(1) = 8          # L: trained on lengths 1..L, tested on 1..2L
+n_train: Range(1) = 50000        # training examples per task (prepare/lengen.py)
+n_test: Range(1) = 50            # test examples per length
+n_layer: Range(1) = 2
+n_head: Range(1) = 4
+n_embd: Range(1) = 64
+batch_size: Range(1) = 32
+max_iters: Range(1) = 1000
+learning_rate: Range(0, lo_open=True) = 5e-3
+warmup_iters: Range(0) = 50
+mech_examples: Range(1) = 32     # test examples of length 2L for the attention-entropy figure
+data_root: Text('folder of data sets') = 'data'
+out_dir: Text('folder for the runs and results') = 'out/pe_lengen'
+figures_dir: Text('folder for the figures') = 'figures/pe_lengen'
+threads: Range(1) = 1            # torch threads per process (the CPU is often shared)
+quick: bool = False              # tiny models and a few steps: the whole study in seconds (tests)
+figures_only: bool = False       # redo the table and figures from <out_dir>/results.json (no training)
 
 
 def data_dir_of(task):
@@ -346,12 +349,6 @@ def main():
     global train_len, n_train, n_test, n_layer, n_head, n_embd, batch_size, max_iters, warmup_iters, mech_examples
     configurator.configure(globals())
     os.chdir(ROOT)  # relative paths (data/, out/, figures/) are the repository's, as for the launcher
-    sys.path.insert(0, os.path.join(ROOT, 'prepare'))
-    from lengen import TASKS  # prepare/lengen.py
-    for name, given, valid in (('encodings', encodings, POS_EMBS), ('tasks', tasks, TASKS)):
-        bad = [x for x in given if x not in valid]
-        if bad or not given:
-            raise configurator.UserError(f"--{name}: unknown or none {bad}; valid: {', '.join(valid)}")
     if quick:  # seconds: the code paths of the full study, not its numbers
         train_len, n_train, n_test, n_layer, n_head, n_embd = 4, 2000, 4, 1, 2, 32
         batch_size, max_iters, warmup_iters, mech_examples = 16, 20, 5, 4

@@ -22,46 +22,45 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
+from configurator import Each, OneOf, Range, Text  # noqa: E402
 from analysis.study import ROOT, in_parallel, pyplot, read_metrics, run_script, train_run  # noqa: E402
 from analysis.study import fmt as fmt_ms  # noqa: E402
+from analysis.pe_encodings import refuse_undrawable  # noqa: E402
 import data as datalib  # noqa: E402
 from model import POS_EMBS  # noqa: E402
 
-data = 'stdlib'
-data_root = 'data'
-out_dir = 'out/pe_study'
-figures_dir = 'figures/pe_study'
-encodings = list(POS_EMBS)
-n_layer = 2
-n_head = 2
-n_embd = 128
-block_size = 128
-batch_size = 16
-max_iters = 200
-learning_rate = 3e-3
-warmup_iters = 20
-algo_mix = 0.1
-algo_examples = 20000
-eval_n = 40              # examples per task and per split (in / out of distribution)
-eval_windows = 8         # val windows of 4x the context for perplexity by position
-seeds = [1, 2, 3]        # training seeds: every encoding is trained once per seed (the data are the same)
-jobs = 2                 # training runs (and evaluations) side by side; on a 2-core CPU, 2
-threads = 1              # torch threads per training process (the CPU is often shared)
-quick = False            # tiny models, a few steps, the first two seeds: the whole study in seconds (tests)
-figures_only = False     # redo the table and figures from <out_dir>/results.json (no training)
+data: Text('data set name under data_root') = 'stdlib'
+data_root: Text('folder of data sets') = 'data'
+out_dir: Text('folder for the runs and results') = 'out/pe_study'
+figures_dir: Text('folder for the figures') = 'figures/pe_study'
+encodings: Each(OneOf(POS_EMBS), min_len=1) = list(POS_EMBS)  # default: every encoding model.py declares
+n_layer: Range(1) = 2
+n_head: Range(1) = 2
+n_embd: Range(1) = 128
+block_size: Range(1) = 128
+batch_size: Range(1) = 16
+max_iters: Range(1) = 200
+learning_rate: Range(0, lo_open=True) = 3e-3
+warmup_iters: Range(0) = 20
+algo_mix: Range(0, 1) = 0.1
+algo_examples: Range(1) = 20000
+eval_n: Range(1) = 40              # examples per task and per split (in / out of distribution)
+eval_windows: Range(1) = 8         # val windows of 4x the context for perplexity by position
+seeds: Each(Range(0), min_len=1) = [1, 2, 3]  # training seeds: every encoding is trained once per seed (same data)
+jobs: Range(1) = 2                 # training runs (and evaluations) side by side; on a 2-core CPU, 2
+threads: Range(1) = 1              # torch threads per training process (the CPU is often shared)
+quick: bool = False                # tiny models, a few steps, the first two seeds: the whole study in seconds (tests)
+figures_only: bool = False         # redo the table and figures from <out_dir>/results.json (no training)
 
 
 def check_settings():
-    """Every setting a user can get wrong, checked before anything is written (UserError: one line, exit 2)."""
+    """What the declarations above cannot say, checked before anything is written (UserError: one line, exit 2)."""
     UserError = configurator.UserError
-    if not seeds or not all(type(s) is int and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    if not all(type(s) is int for s in seeds) or len(set(seeds)) != len(seeds):
         raise UserError(f"seeds={seeds!r}: give distinct non-negative integers, e.g. --seeds=[1,2,3]")
-    bad = [e for e in encodings if e not in POS_EMBS]
-    if bad or not encodings or len(set(encodings)) != len(encodings):
+    if len(set(encodings)) != len(encodings):
         raise UserError(f"encodings={encodings!r}: give distinct names from {', '.join(POS_EMBS)}")
-    for key in ('jobs', 'threads', 'max_iters', 'eval_n', 'eval_windows', 'algo_examples'):
-        if globals()[key] < 1:
-            raise UserError(f"{key}={globals()[key]} must be >= 1")
+    refuse_undrawable(encodings)  # the encodings figure draws each one by its kind
 
 
 def stale(algo_dir):
@@ -199,7 +198,8 @@ def figures(results, runs, learned_ckpt):
     plt.close(fig)
 
     learned = learned_table(learned_ckpt) if learned_ckpt else None
-    plot_encodings(os.path.join(figures_dir, 'encodings.png'), 2 * block_size, n_embd, learned, n_embd // n_head)
+    plot_encodings(os.path.join(figures_dir, 'encodings.png'), 2 * block_size, n_embd, learned, n_embd // n_head,
+                   names=list(runs))
 
 
 def main():

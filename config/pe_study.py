@@ -1,4 +1,4 @@
-"""CPU positional-encoding study: nine pos_emb encodings x 3 seeds, small models with a 10% algorithmic mix, mean ± std tables + figures (~15-30 min)."""
+"""CPU positional-encoding study: every pos_emb encoding model.py declares x 3 seeds, small models with a 10% algorithmic mix, mean ± std tables + figures (~15-30 min)."""
 # script: analysis/pe_study.py
 # Settings are analysis/pe_study.py's; --quick=True shrinks everything to a seconds-long smoke run.
 data = 'stdlib'

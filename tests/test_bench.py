@@ -25,7 +25,17 @@ def test_bench_every_variant_tiny(tmp_path):
     assert rows['gpt2']['step_time_ratio'] == 1.0
 
 
-def test_unknown_variant_is_one_line_error():
-    r = subprocess.run([sys.executable, 'bench.py', '--variants=gpt2,flashy'], cwd=ROOT, capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and "unknown variant 'flashy'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_unknown_variant_or_size_is_one_line_error():
+    for arg, message in (('--variants=gpt2,no_such_variant', "unknown variant 'no_such_variant'; known: gpt2, modern"),
+                         ('--size=no_such_size', "--size='no_such_size' is not accepted: size takes one of 'tiny'")):
+        r = subprocess.run([sys.executable, 'bench.py', arg], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith('error: ') and message in r.stderr, r.stderr
+
+
+def test_variants_follow_the_model_families():
+    """Every encoding and attention kind model.py declares is a bench variant and in the default run."""
+    from model import ATTNS, POS_EMBS
+    expected = {f'pos_{p}' for p in POS_EMBS if p != 'learned'} | {a for a in ATTNS if a != 'softmax'}
+    assert expected <= set(bench.VARIANTS) and expected <= set(bench.DEFAULT_ORDER)
+    assert bench.VARIANTS['pos_rope']['pos_emb'] == 'rope' and bench.VARIANTS['linear']['attn'] == 'linear'

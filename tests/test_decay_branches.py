@@ -106,5 +106,5 @@ def test_model_size_preset_with_explicit_values_winning(tiny_data, tmp_path):
     assert cfg['learning_rate'] == lr and cfg['min_lr'] == pytest.approx(lr / 10)
     assert os.path.basename(d) == f'tiny_learned_{format_tokens(TPS * 3)}_s1337' == 'tiny_learned_768_s1337'
     assert 'model_size tiny' in r.stdout
-    with pytest.raises(UserError, match="unknown model_size 'huge'"):
-        schedule.apply_model_size({'model_size': 'huge'}, {})
+    with pytest.raises(UserError, match="unknown model_size 'no_such_size'; valid values: '', tiny, small"):
+        schedule.apply_model_size({'model_size': 'no_such_size'}, {})

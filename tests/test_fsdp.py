@@ -117,6 +117,7 @@ def test_fsdp_equals_one_process_for_variants_and_muon(tiny_data, tmp_path, vari
 
 
 def test_bad_parallel_setting_is_one_line(tiny_data, tmp_path):
-    r = train(tmp_path, [f'--data_root={tiny_data}', '--data=tiny', '--parallel=zero3'], check=False)
-    assert r.returncode == 2 and "unknown parallel 'zero3'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = train(tmp_path, [f'--data_root={tiny_data}', '--data=tiny', '--parallel=no_such_parallel'], check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "error: --parallel='no_such_parallel' is not accepted: parallel takes one of 'ddp', 'fsdp'" in r.stderr
     assert not os.path.exists(tmp_path / 'r')

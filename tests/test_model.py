@@ -5,12 +5,13 @@ import math
 import pytest
 import torch
 
-from model import GPT, GPTConfig, fixed_position_encoding, apply_rope, rope_cos_sin
+import model as modellib
+from model import GPT, GPTConfig, POS_EMB_KINDS, POS_EMBS, fixed_position_encoding, apply_rope, rope_cos_sin
 
 TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
 GPT2_LAYOUT = dict(pos_emb='learned', norm='layernorm', mlp='gelu', bias=True, qk_norm=False, tie_embeddings=True)
 MODERN_LAYOUT = dict(pos_emb='rope', norm='rmsnorm', mlp='swiglu', bias=False, qk_norm=True, tie_embeddings=True)
-POS = ['none', 'learned', 'sinusoidal', 'sinonly', 'binary', 'binary_norm', 'decimal', 'decimal_norm', 'rope']
+POS = list(POS_EMBS)  # every encoding of the family, so a new member is tested here without an edit
 
 # every flag combination of the foundation, and each encoding with and without diff_input
 COMBOS = [dict(GPT2_LAYOUT), dict(MODERN_LAYOUT)]
@@ -106,7 +107,7 @@ def test_encodings_match_definitions():
     assert fixed_position_encoding('decimal', torch.tensor([5000]), 6)[0].tolist() == [0, 0, 5, 0, 0, 0]
 
 
-@pytest.mark.parametrize('pe', ['sinusoidal', 'binary', 'decimal_norm', 'rope', 'none'])
+@pytest.mark.parametrize('pe', [p for p in POS_EMBS if POS_EMB_KINDS[p] != 'learned'])
 def test_non_learned_encodings_extend_past_block_size(pe):
     model = make(pos_emb=pe)
     logits, _ = model(torch.randint(0, 64, (1, 40)))  # block_size is 16
@@ -170,7 +171,47 @@ def test_param_count_and_flops():
 def test_config_errors_are_clear():
     with pytest.raises(ValueError, match='not divisible'):
         GPTConfig(n_embd=30, n_head=4)
-    with pytest.raises(ValueError, match='valid values'):
-        GPTConfig(pos_emb='alibi')
+    with pytest.raises(ValueError, match="unknown pos_emb 'no_such_encoding'; valid values: none, learned"):
+        GPTConfig(pos_emb='no_such_encoding')
     with pytest.raises(ValueError, match='incompatible'):
         GPTConfig.from_dict({**GPTConfig().to_dict(), 'mystery': 1})
+
+
+def test_every_encoding_has_a_declared_kind_and_only_learned_has_parameters():
+    assert set(POS_EMB_KINDS.values()) <= set(modellib.POS_KINDS)
+    for pe in POS_EMBS:
+        assert hasattr(make(pos_emb=pe), 'wpe') == (POS_EMB_KINDS[pe] == 'learned'), pe
+
+
+def test_position_ids_are_the_one_source_of_positions(monkeypatch):
+    """embed and rope read position_ids: ids shifted by 3 equal start_pos=3 (for rope, which is relative, any
+    shift does), and stretched ids change the output of a table encoding and of rope alike."""
+    for pe in ('learned', 'sinusoidal', 'rope'):
+        model = make(pos_emb=pe)
+        idx = torch.randint(0, 64, (1, 6))
+        plain, at_3 = model(idx)[0], model.lm_head(model.hidden(idx, start_pos=3))
+        monkeypatch.setattr(GPT, 'position_ids', lambda self, start, T, dev: torch.arange(start + 3, start + 3 + T))
+        assert torch.allclose(model(idx)[0], at_3, atol=1e-6), pe
+        monkeypatch.setattr(GPT, 'position_ids', lambda self, start, T, dev: 2 * torch.arange(start, start + T))
+        assert not torch.allclose(model(idx)[0], plain, atol=1e-4), pe
+        monkeypatch.undo()
+        assert torch.equal(model(idx)[0], plain)
+
+
+@pytest.mark.parametrize('kind', ['bias', 'no_such_kind'])
+def test_a_member_of_an_unhandled_kind_is_refused_not_taken_for_a_table(monkeypatch, kind):
+    """A new encoding whose kind the dispatch does not know fails with a clear error (never falls into
+    fixed_position_encoding): in the config check for an undeclared kind, else where the model is built."""
+    monkeypatch.setitem(POS_EMB_KINDS, 'future_encoding', kind)
+    monkeypatch.setattr(modellib, 'POS_EMBS', POS_EMBS + ('future_encoding',))
+    if kind == 'no_such_kind':
+        with pytest.raises(ValueError, match="pos_emb 'future_encoding' is declared with kind 'no_such_kind'; kinds: "):
+            GPTConfig(**TINY, pos_emb='future_encoding')
+        return
+    cfg = GPTConfig(**TINY, pos_emb='future_encoding')  # 'bias' is a declared kind (attention bias, no member yet)
+    with pytest.raises(ValueError, match="pos_emb 'future_encoding' is of kind 'bias', which GPT does not handle"):
+        GPT(cfg)
+    model = make(pos_emb='sinusoidal')
+    model.config = cfg  # the forward dispatch refuses it too
+    with pytest.raises(ValueError, match="kind 'bias', which GPT.embed does not handle"):
+        model(torch.zeros(1, 4, dtype=torch.long))

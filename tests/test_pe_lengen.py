@@ -116,12 +116,15 @@ def test_exact_match_equals_per_example_reference(quick_study):
 
 
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
-    for args in (["./launcher.sh", "pe_lengen", "--encodings=['alibi']"],
-                 ["./launcher.sh", "pe_lengen", "--tasks=['add']"],
-                 ["./launcher.sh", "pe_lengen", "--figures_only=True"],
-                 [sys.executable, "prepare/lengen.py", "--task=add"]):
+    for args, message in (
+            (["./launcher.sh", "pe_lengen", "--encodings=['no_such_encoding']"],
+             "--encodings=['no_such_encoding'] is not accepted: encodings takes a list of 1+ items, each one of 'none'"),
+            (["./launcher.sh", "pe_lengen", "--tasks=['no_such_task']"],
+             "--tasks=['no_such_task'] is not accepted: tasks takes a list of 1+ items, each one of 'copy', 'reverse'"),
+            (["./launcher.sh", "pe_lengen", "--figures_only=True"], "--figures_only=True needs "),
+            ([sys.executable, "prepare/lengen.py", "--task=no_such_task"], "unknown task 'no_such_task'; valid: copy")):
         r = subprocess.run(args + [f'--out_dir={tmp_path / "out"}'] + ([f'--data_root={tmp_path / "data"}']
                            if 'pe_lengen' in args else []), cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
-        assert any(w in r.stderr for w in ('alibi', "'add'", 'results.json')), r.stderr
+        assert r.stderr.startswith('error: ') and message in r.stderr, r.stderr
         assert not (tmp_path / 'out').exists() and not (tmp_path / 'data').exists()

@@ -65,12 +65,28 @@ def test_pe_study_quick_seeds_table_reuse(tiny_data, tmp_path):
     assert json.load(open(out / 'results.json'))['results'] == res['results']
 
 
-@pytest.mark.parametrize('bad', ['--seeds=[1, 1]', '--seeds=[]', "--seeds=[1, 'a']", '--jobs=0',
-                                 "--encodings=['rope', 'alibi']"])
-def test_pe_study_bad_settings_exit_2_nothing_written(tmp_path, bad):
+@pytest.mark.parametrize('bad, message', [
+    ('--seeds=[1, 1]', 'seeds=[1, 1]: give distinct non-negative integers'),
+    ('--seeds=[]', "--seeds=[] is not accepted: seeds takes a list of 1+ items, each a number >= 0"),
+    ("--seeds=[1, 'a']", "--seeds=[1, 'a'] is not accepted: seeds takes a list of 1+ items"),
+    ('--jobs=0', '--jobs=0 is not accepted: jobs takes a number >= 1'),
+    ("--encodings=['rope', 'no_such_encoding']", "encodings takes a list of 1+ items, each one of 'none', 'learned'")])
+def test_pe_study_bad_settings_exit_2_nothing_written(tmp_path, bad, message):
     r = launch('--quick=True', f'--out_dir={tmp_path / "out"}', f'--figures_dir={tmp_path / "figs"}',
                f'--data_root={tmp_path / "data"}', bad)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and bad.split('=')[0][2:] in err[0], r.stderr
+    assert len(err) == 1 and err[0].startswith('error: ') and message in err[0], r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_encoding_of_a_kind_the_figure_cannot_draw_is_refused(monkeypatch):
+    """The study checks, before training, that its encodings figure can draw every encoding by its kind."""
+    import model
+    from analysis import pe_encodings
+    from configurator import UserError
+    pe_encodings.refuse_undrawable(model.POS_EMBS)  # every declared encoding can be drawn
+    monkeypatch.setitem(model.POS_EMB_KINDS, 'future_encoding', 'bias')
+    with pytest.raises(UserError, match="pos_emb 'future_encoding' is of kind 'bias', which analysis/pe_encodings.py "
+                                        "does not handle"):
+        pe_encodings.refuse_undrawable(['rope', 'future_encoding'])

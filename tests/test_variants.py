@@ -118,7 +118,7 @@ def test_ngpt_init_values_match_the_paper():
     assert torch.allclose(model(idx)[0], h @ model.lm_head.weight.T, atol=1e-6)  # effective sz = 1
     # the first residual update is a step of 0.05 from h towards norm(attn(h))
     b0, e = model.h[0], model.wte(idx)
-    rope = model.rope_tables(0, 7, 'cpu')
+    rope = model.rope_tables(model.position_ids(0, 7, 'cpu'))
     ref = F.normalize(e + 0.05 * (F.normalize(b0.attn(e, rope), dim=-1) - e), dim=-1)
     out = {}
     b0.attn.register_forward_hook(lambda m, i, o: out.update(x=i[0]))  # (a hook returning a value replaces o)
