@@ -24,7 +24,7 @@ import configurator
 from configurator import Each, Match, OneOf, Range, Text, UserError
 import data as datalib
 from model import ATTNS, GPT, GPTConfig, MLPS, NORMS, POS_EMBS
-from checkpoint import init_weights_from, load_checkpoint, save_checkpoint
+from checkpoint import init_weights_from, load_checkpoint, save_checkpoint, save_error_message
 from optim import OPTIMIZERS, build_optimizer
 from common import (RunStopped, catch_stop_signals, ensure_data, fsdp_shard, full_state, peak_flops_of,
                     setup_distributed, shard_optimizer_state, to_device)
@@ -472,8 +472,7 @@ def checkpoint(r, step):
     try:
         save_checkpoint(r.ckpt_path, state)
     except OSError as e:
-        raise RunStopped(f"could not write checkpoint {r.ckpt_path} ({e.strerror or e}); the previous checkpoint is "
-                         f"intact; free disk space and continue with --init_from=resume") from None
+        raise RunStopped(save_error_message(r.ckpt_path, e)) from None
 
 
 def log_train(r, done, lr, t_log, is_log):
