@@ -7,7 +7,7 @@ Writes into one folder (default data/samsum):
   - LM shards of `dialogue\\n\\nSummary: summary` documents (raw text, e.g. for pretraining).
 Rows with an empty dialogue or summary are dropped (counted in meta.json). Line ends become '\\n'.
 
-    python prepare/samsum.py                                  # Samsung/samsum from the hub (network)
+    python prepare/samsum.py                                  # knkarthick/samsum from the hub (network)
     python prepare/samsum.py --source=folder/                 # train.jsonl, validation.jsonl, test.jsonl
                                                               # with the hub's fields: id, dialogue, summary
 """
@@ -23,7 +23,7 @@ import configurator  # noqa: E402
 import data  # noqa: E402
 import text  # noqa: E402  (prepare/text.py: loading local files / the hub)
 
-source = 'Samsung/samsum'  # hub id, or local .jsonl/.parquet files (a file or folder) with the same fields
+source = 'knkarthick/samsum'  # hub id (Samsung/samsum is gone: 404 since 2025-05), or local .jsonl/.parquet files (a file or folder) with the same fields
 dialogue_field = 'dialogue'
 summary_field = 'summary'
 out_dir = 'data/samsum'
