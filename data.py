@@ -42,6 +42,11 @@ class DataError(configurator.UserError):
     """A data problem the user can fix (missing, truncated or mismatched data): one line."""
 
 
+def first_line(e):
+    """An exception as one line: its message's first line, or its type when it has none."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 # ----------------------------------------------------------------------------------------------
 # atomic writes
 
@@ -410,7 +415,7 @@ def get_tokenizer(spec):
         try:
             base = tiktoken.get_encoding('gpt2')
         except Exception as e:  # no network and no cached files: say so in one line
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = first_line(e)
             raise DataError(f"cannot load tiktoken's gpt2 encoding ({msg}): connect once or set "
                             f"TIKTOKEN_CACHE_DIR, or use --tokenizer=bpe / byte") from None
         # gpt2 keeps its eot (50256); pad and sep follow the vocabulary (50257, 50258)
@@ -495,10 +500,6 @@ def bits_per_byte(nats, n_bytes):
 PARQUET_REVISION = 'refs/convert/parquet'  # the hub's automatic conversion: <config>/<split>/0000.parquet
 
 
-def _first_line(e):
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 def load_hub(src, config='', split=None, streaming=False, fields=()):
     """datasets.load_dataset(src, config, split, streaming) that survives today's hub.
 
@@ -523,9 +524,9 @@ def load_hub(src, config='', split=None, streaming=False, fields=()):
                                          revision=PARQUET_REVISION)
         except Exception as e2:
             raise DataError(f"'{src}' is a script data set and its parquet conversion did not load either "
-                            f"({_first_line(e2)}): {local}") from None
+                            f"({first_line(e2)}): {local}") from None
     gone = isinstance(err, FileNotFoundError) or '404' in str(err) or "doesn't exist" in str(err)
-    raise DataError(f"cannot load '{src}' from the hub ({'gone or private: ' if gone else ''}{_first_line(err)}): "
+    raise DataError(f"cannot load '{src}' from the hub ({'gone or private: ' if gone else ''}{first_line(err)}): "
                     f"{local}") from None
 
 

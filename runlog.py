@@ -108,7 +108,8 @@ class Logger:
 
 
 def write_run_figures(run_dir, diagnostics, tb=None):
-    """figures/loss.png (train and eval loss vs tokens) and a histogram per diagnostic of the last batch."""
+    """figures/loss.png (train and eval loss vs tokens), val_bpb.png (lm runs) and a histogram per diagnostic of the
+    last batch."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -124,6 +125,13 @@ def write_run_figures(run_dir, diagnostics, tb=None):
     ax.legend()
     ax.grid(alpha=0.3)
     figs['loss'] = fig
+    bpb = [(e['tokens'], e['val_bpb']) for e in events if e['event'] == 'evaluate' and e.get('val_bpb') is not None]
+    if bpb:  # bits per byte: comparable across tokenizers (data.bpb_sums)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(*zip(*bpb), 'o-', color='tab:green')
+        ax.set(xlabel='tokens', ylabel='validation bits per byte', title=f'val_bpb: {os.path.basename(run_dir)}')
+        ax.grid(alpha=0.3)
+        figs['val_bpb'] = fig
     for name, t in diagnostics.items():
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.hist(t.float().flatten().cpu().numpy(), bins=60, color='tab:purple')

@@ -283,6 +283,7 @@ def setup(cfg, ddp, rank, world, dev, master):
         return r
     model, r.optimizer, ckpt = build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, r.fsdp)
     r.tokenizer = datalib.get_tokenizer(meta['tokenizer'])
+    r.token_bytes = datalib.token_bytes(r.tokenizer, cfg['vocab_size']) if cfg['objective'] == 'lm' else None  # val_bpb
     r.start_step = ckpt['step'] if ckpt is not None else 0
     if cfg['objective'] == 'dpo':  # the frozen reference scores every pair once; only the policy trains
         r.dpo_ref = dpo_setup(cfg, ckpt, model, (train_data, val_data), r.tokenizer, dev, autocast, master)
@@ -356,17 +357,27 @@ def train_step(r, step, b, stats):
 @torch.no_grad()
 def evaluate(r):
     r.model.eval()
-    losses, extras = [], {}
+    losses, extras, nats, n_bytes = [], {}, 0.0, 0
     for b in objective_eval_batches(r.cfg, r.val_data):
+        b = to_device(b, r.dev, r.device_type)
         with r.autocast:
-            loss = objective_loss(r.raw_model, to_device(b, r.dev, r.device_type), r.cfg)
+            if r.token_bytes is not None:  # lm: the same loss, and its logits give bits per byte (data.bpb_sums)
+                logits, loss = r.raw_model(b['x'], b['y'])
+            else:
+                loss = objective_loss(r.raw_model, b, r.cfg)
+        if r.token_bytes is not None:
+            a, c = datalib.bpb_sums(logits, b['y'], r.token_bytes)
+            nats, n_bytes = nats + a, n_bytes + c
         if isinstance(loss, tuple):  # extra scalars (dpo): logged as val_<name>
             loss, ex = loss
             for k, v in ex.items():
                 extras.setdefault(k, []).append(v.item())
         losses.append(loss.item())
     r.model.train()
-    return sum(losses) / len(losses), {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
+    extra = {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
+    if n_bytes:
+        extra['val_bpb'] = round(datalib.bits_per_byte(nats, n_bytes), 5)
+    return sum(losses) / len(losses), extra
 
 
 def checkpoint(r, step):

@@ -57,7 +57,7 @@ def open_stream():
     except data.DataError:
         raise
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = data.first_line(e)
         raise data.DataError(f"cannot stream '{source}' ({msg}): check --source/--config_name or the network") from None
 
 

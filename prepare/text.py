@@ -95,7 +95,7 @@ def load_local(src):
             try:
                 parts.append(datasets.load_dataset(builder, data_files=files, split='train'))
             except Exception as e:
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                msg = data.first_line(e)
                 raise data.DataError(f"cannot read {builder} files at '{src}' ({msg}): check the files") from None
     return {'train': parts}
 
@@ -204,7 +204,7 @@ def load_split_rows(src, columns, config='', max_rows=-1):
                     try:
                         parts.setdefault(split, []).append(datasets.load_dataset(builder, data_files=fs, split='train'))
                     except Exception as e:
-                        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        msg = data.first_line(e)
                         raise data.DataError(f"cannot read {builder} files at '{src}' ({msg}): check the files") from None
     else:
         dd = data.load_hub(src, config, fields=columns)

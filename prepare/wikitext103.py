@@ -50,7 +50,7 @@ def load_splits(src):
     except data.DataError:
         raise
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = data.first_line(e)
         raise data.DataError(f"cannot load WikiText from '{src}' ({msg}): check --source and --variant") from None
 
 
