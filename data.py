@@ -513,7 +513,7 @@ def load_hub(src, config='', split=None, streaming=False, fields=()):
         return datasets.load_dataset(src, config or None, split=split, streaming=streaming)
     except Exception as e:
         err = e
-    local = (f"pass --source=<a local .parquet/.jsonl/.txt file or folder with the fields "
+    local = (f"pass --source=<a local .parquet/.jsonl file or folder with the fields "
              f"{', '.join(fields) or 'of the hub set'}> (e.g. downloaded where the hub is reachable)")
     if 'scripts are no longer supported' in str(err).lower():
         print(f"note: '{src}' is a script data set, which datasets {datasets.__version__} refuses; "

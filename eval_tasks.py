@@ -510,6 +510,8 @@ def hellaswag_examples(src, split_name, n=0):
     """[(ctx, [4 endings], label)] of a local .jsonl/.parquet file or folder (one split), or a hub split."""
     import datasets
     datasets.disable_progress_bars()
+    if src.endswith(('.jsonl', '.parquet')) and not os.path.exists(src):
+        raise UserError(f"--source={src}: no such file; pass a local .jsonl/.parquet file or folder, or a hub id")
     if os.path.exists(src):
         paths = [src] if os.path.isfile(src) else sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs)
         paths = [p for p in paths if p.endswith(('.jsonl', '.parquet'))]
