@@ -525,9 +525,11 @@ def load_hub(src, config='', split=None, streaming=False, fields=()):
         except Exception as e2:
             raise DataError(f"'{src}' is a script data set and its parquet conversion did not load either "
                             f"({first_line(e2)}): {local}") from None
+    if 'gated' in str(err).lower():
+        local = f"accept its terms on https://huggingface.co/datasets/{src} and log in once (hf auth login), or {local}"
     gone = isinstance(err, FileNotFoundError) or '404' in str(err) or "doesn't exist" in str(err)
-    raise DataError(f"cannot load '{src}' from the hub ({'gone or private: ' if gone else ''}{first_line(err)}): "
-                    f"{local}") from None
+    raise DataError(f"cannot load '{src}' from the hub ({'gone, private or gated: ' if gone else ''}"
+                    f"{first_line(err)}): {local}") from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ def write_parquet(path, rows):
     pq.write_table(pa.Table.from_pylist(rows), path)
 
 
-def fake_hub(monkeypatch, hub_id, conversion=None, main=None, gone=False):
+def fake_hub(monkeypatch, hub_id, conversion=None, main=None, gone=''):
     """datasets.load_dataset where `hub_id` is a script data set (main=None), a parquet set stored at `main`,
-    or gone (404); revision refs/convert/parquet reads the local folder `conversion`. Returns the call log."""
+    or refused as DatasetNotFoundError(gone) (404, or gated); revision refs/convert/parquet reads the local
+    folder `conversion`. Returns the call log."""
     import datasets
     real = datasets.load_dataset
     calls = []
@@ -33,7 +34,7 @@ def fake_hub(monkeypatch, hub_id, conversion=None, main=None, gone=False):
             return real(path, *args, **kw)
         calls.append(kw.get('revision'))
         if gone:
-            raise datasets.exceptions.DatasetNotFoundError(f"Dataset '{hub_id}' doesn't exist on the Hub or cannot be accessed.")
+            raise datasets.exceptions.DatasetNotFoundError(gone)
         if kw.get('revision') == datalib.PARQUET_REVISION:
             if conversion is None:
                 raise FileNotFoundError(f"{hub_id}: no parquet conversion")
@@ -86,7 +87,8 @@ def test_fallback_picks_the_config_folder_and_streams(tmp_path, monkeypatch):
 
 
 def test_gone_source_is_one_line_naming_local_alternatives(tmp_path, monkeypatch, capsys):
-    calls = fake_hub(monkeypatch, 'Samsung/samsum', gone=True)
+    calls = fake_hub(monkeypatch, 'Samsung/samsum',
+                     gone="Dataset 'Samsung/samsum' doesn't exist on the Hub or cannot be accessed.")
     out = tmp_path / 'samsum'
     with pytest.raises(SystemExit) as e:
         run_script('samsum', ['--source=Samsung/samsum', f'--out_dir={out}', '--tokenizer=byte'], monkeypatch)
@@ -95,6 +97,16 @@ def test_gone_source_is_one_line_naming_local_alternatives(tmp_path, monkeypatch
     assert len(err.splitlines()) == 1 and err.startswith("error: cannot load 'Samsung/samsum'")
     assert 'gone' in err and '--source=' in err and 'dialogue, summary' in err and '.parquet/.jsonl' in err
     assert not out.exists()
+
+
+def test_gated_source_says_how_to_get_access(tmp_path, monkeypatch, capsys):
+    fake_hub(monkeypatch, 'nampdn-ai/tiny-textbooks', gone="Dataset 'nampdn-ai/tiny-textbooks' is a gated dataset "
+             "on the Hub. You must be authenticated to access it.")
+    with pytest.raises(SystemExit) as e:
+        run_script('tiny_textbooks', [f'--out_dir={tmp_path / "t"}', '--tokenizer=byte'], monkeypatch)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert 'gated dataset' in err and 'hf auth login' in err and '--source=' in err and 'textbook' in err
 
 
 def test_script_set_without_conversion_is_one_line(tmp_path, monkeypatch, capsys):
