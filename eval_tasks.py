@@ -500,7 +500,7 @@ def task_algorithmic(model, tokenizer, ckpt_meta):
 # acc). acc_norm: the lowest mean loss per ending token (build-nanogpt's normalization; lm-eval-harness's
 # acc_norm divides by the ending's length in characters instead). No text preprocessing (lm-eval-harness
 # strips markers such as '[title]'), no few-shot examples. Chance is 0.25.
-source: Text('hellaswag: hub id, or a local .jsonl/.parquet file or folder with ctx, endings, label') = 'Rowan/hellaswag'
+source: Text('hub id, or local .jsonl/.parquet with ctx, endings, label') = 'Rowan/hellaswag'  # hellaswag
 limit: Range(0) = 0         # hellaswag: score the first N examples (0 = all; the validation split has 10,042)
 
 HELLASWAG_FIELDS = ('ctx', 'endings', 'label')
@@ -586,8 +586,8 @@ def task_hellaswag(model, tokenizer, ckpt_meta):
             'examples': n, 'acc': round(hits / n, 4), 'acc_norm': round(hits_norm / n, 4), 'chance': 0.25}
 
 
-TASKS = {'hellaswag': task_hellaswag, 'ppl': task_ppl, 'seq2seq': task_seq2seq, 'numeric': task_numeric, 'algorithmic': task_algorithmic,
-         'preference': task_preference}
+TASKS = {'ppl': task_ppl, 'seq2seq': task_seq2seq, 'numeric': task_numeric, 'algorithmic': task_algorithmic,
+         'preference': task_preference, 'hellaswag': task_hellaswag}
 
 
 def main():

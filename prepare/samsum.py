@@ -23,7 +23,7 @@ import configurator  # noqa: E402
 import data  # noqa: E402
 import text  # noqa: E402  (prepare/text.py: loading local files / the hub)
 
-source = 'knkarthick/samsum'  # hub id (Samsung/samsum is gone: 404 since 2025-05), or local .jsonl/.parquet files (a file or folder) with the same fields
+source = 'knkarthick/samsum'  # hub id (Samsung/samsum: 404 since 2025-05), or local .jsonl/.parquet, same fields
 dialogue_field = 'dialogue'
 summary_field = 'summary'
 out_dir = 'data/samsum'
