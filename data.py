@@ -12,6 +12,7 @@ A user-facing problem raises DataError: one line naming the file and the fix.
 import base64
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -41,6 +42,11 @@ MIN_BPE_VOCAB = 256 + len(SPECIALS)  # a bpe's vocab_size: the 256 bytes and the
 
 class DataError(configurator.UserError):
     """A data problem the user can fix (missing, truncated or mismatched data): one line."""
+
+
+def first_line(e):
+    """An exception as one line: its message's first line, or its type when it has none."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,7 +417,7 @@ def get_tokenizer(spec):
         try:
             base = tiktoken.get_encoding('gpt2')
         except Exception as e:  # no network and no cached files: say so in one line
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = first_line(e)
             raise DataError(f"cannot load tiktoken's gpt2 encoding ({msg}): connect once or set "
                             f"TIKTOKEN_CACHE_DIR, or use --tokenizer=bpe / byte") from None
         # gpt2 keeps its eot (50256); pad and sep follow the vocabulary (50257, 50258)
@@ -451,6 +457,81 @@ def build_tokenizer(kind, vocab_size, train_docs):
     if kind in ('byte', 'gpt2'):
         return get_tokenizer({'kind': kind})
     raise DataError(f"--tokenizer={kind!r} is unknown: use bpe, byte or gpt2")
+
+
+# ----------------------------------------------------------------------------------------------
+# bits per byte: loss per UTF-8 byte of text, comparable across tokenizers (byte, gpt2, bpe of any size)
+
+def token_bytes(tokenizer, n_ids):
+    """UTF-8 bytes each token id 0..n_ids-1 decodes to, as an np.int64 array (None for a tokenizer of
+    non-text values, e.g. numeric). Special tokens (<|endoftext|>, pad, sep) and ids past the tokenizer's
+    vocabulary (a padded model vocabulary) count 0 bytes. Summed over a token sequence this is the byte
+    length of the text the sequence decodes to (byte-level tokenizers: a token's bytes never overlap)."""
+    out = np.zeros(n_ids, np.int64)
+    if isinstance(tokenizer, ByteTokenizer):
+        out[:min(256, n_ids)] = 1
+    elif isinstance(tokenizer, TiktokenTokenizer):
+        specials = set(tokenizer.enc._special_tokens.values())
+        for i in range(min(n_ids, tokenizer.enc.n_vocab)):
+            if i not in specials:
+                out[i] = len(tokenizer.enc.decode_single_token_bytes(i))
+    else:
+        return None
+    return out
+
+
+def bpb_sums(logits, targets, byte_counts):
+    """(nats, bytes) of one batch for bits per byte = nats / (ln 2 * bytes): the summed loss of the target
+    tokens that stand for text, and their UTF-8 bytes (byte_counts from token_bytes). Targets of 0 bytes
+    (special tokens, and -100 = not scored) are left out of both sums."""
+    import torch
+    tb = torch.as_tensor(byte_counts, device=targets.device)
+    nb = torch.where(targets >= 0, tb[targets.clamp(min=0)], 0)
+    loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100,
+                                             reduction='none')
+    return float((loss * (nb > 0)).sum()), int(nb.sum())
+
+
+def bits_per_byte(nats, n_bytes):
+    return nats / (math.log(2) * n_bytes) if n_bytes else float('nan')
+
+
+# ----------------------------------------------------------------------------------------------
+# the hub: one loader for every script that reads a Hugging Face data set (prepare/*.py, eval_tasks.py)
+
+PARQUET_REVISION = 'refs/convert/parquet'  # the hub's automatic conversion: <config>/<split>/0000.parquet
+
+
+def load_hub(src, config='', split=None, streaming=False, fields=()):
+    """datasets.load_dataset(src, config, split, streaming) that survives today's hub.
+
+    A script data set (refused by datasets >= 4: "Dataset scripts are no longer supported") is loaded
+    from the hub's parquet conversion instead (revision refs/convert/parquet, the config as its folder),
+    saying so in one line. A source that is gone (404), unreachable, or loads neither way is one
+    DataError naming the --source alternatives: local files with the same `fields`."""
+    import datasets
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset(src, config or None, split=split, streaming=streaming)
+    except Exception as e:
+        err = e
+    local = (f"pass --source=<a local .parquet/.jsonl file or folder with the fields "
+             f"{', '.join(fields) or 'of the hub set'}> (e.g. downloaded where the hub is reachable)")
+    if 'scripts are no longer supported' in str(err).lower():
+        print(f"note: '{src}' is a script data set, which datasets {datasets.__version__} refuses; "
+              f"loading the hub's parquet conversion (revision='{PARQUET_REVISION}'; of a split over 5 GB it holds the "
+              f"first 5 GB only)", file=sys.stderr)
+        try:
+            return datasets.load_dataset(src, data_dir=config or None, split=split, streaming=streaming,
+                                         revision=PARQUET_REVISION)
+        except Exception as e2:
+            raise DataError(f"'{src}' is a script data set and its parquet conversion did not load either "
+                            f"({first_line(e2)}): {local}") from None
+    if 'gated' in str(err).lower():
+        local = f"accept its terms on https://huggingface.co/datasets/{src} and log in once (hf auth login), or {local}"
+    gone = isinstance(err, FileNotFoundError) or '404' in str(err) or "doesn't exist" in str(err)
+    raise DataError(f"cannot load '{src}' from the hub ({'gone, private or gated: ' if gone else ''}"
+                    f"{first_line(err)}): {local}") from None
 
 
 # ----------------------------------------------------------------------------------------------

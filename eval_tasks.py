@@ -2,9 +2,11 @@
 
     python eval_tasks.py ppl --ckpt=out/quickstart_s1337 --data=stdlib --split=val --stride=64
     python eval_tasks.py preference --ckpt=out/dpo_quick --ref=out/sft_quick --data=stdlib_pairs_shuffle --split=test
+    python eval_tasks.py hellaswag --ckpt=out/gpt2_124m --limit=1000        # or --source=hellaswag_val.jsonl
 
-Tasks: ppl (sliding-window perplexity); seq2seq (target perplexity for encoder-decoder and
-decoder-only alike, ROUGE of generated summaries, decoded samples); numeric (per-type accuracy and
+Tasks: ppl (sliding-window perplexity and bits per byte); hellaswag (zero-shot accuracy: acc and
+acc_norm); seq2seq (target perplexity for encoder-decoder and decoder-only alike, ROUGE of generated
+summaries, decoded samples); numeric (per-type accuracy and
 exact match on prepare/numeric.py's sequences, at training and longer lengths); preference (DPO
 preference accuracy and margin of a checkpoint against a reference on pairs); algorithmic (six
 tasks, greedy exact match in and out of distribution, perplexity by position out to 4x the context):
@@ -23,33 +25,33 @@ import numpy as np
 import torch
 
 import configurator
-from configurator import UserError
+from configurator import Match, OneOf, Range, Text, UserError
 import data as datalib
 
-ckpt = ''            # checkpoint file or run directory
-data = 'stdlib'      # data set under data_root
-data_root = 'data'
-split = 'val'
-stride = 0           # ppl: tokens scored per window after the first (0 = block_size: non-overlapping)
-window = 0           # ppl: context length (0 = the model's block_size)
-max_tokens = 0       # ppl: score at most this many tokens (0 = the whole split)
-batch_size = 8
-device = 'auto'
-out = ''             # JSON results path ('' = <run dir>/eval_<task>.json when ckpt is a run dir)
-algo_n = 50          # algorithmic: examples per task and per split (in / out of distribution)
-algo_fewshot = 0     # algorithmic: solved examples of the same task before each query
-algo_seed = 4321     # algorithmic: examples differ from prepare/algorithmic.py's (seed 1337)
-algo_ppl_windows = 8 # algorithmic: val windows of 4x the context for perplexity by position
-ref = ''             # preference: reference checkpoint ('' = none: rewards are beta * log pi alone)
-beta = 0.1           # preference: implicit reward scale, as in training
-length_normalize = False  # preference: average response log-probs over tokens
-seq_max_len = 0      # preference: prompt+response tokens (0 = block_size + 1); prompts cut from the left
-max_pairs = 0        # preference: score at most this many pairs (0 = the whole split)
-
+ckpt: Text('checkpoint file or run directory') = ''
+data: Text('data set name under data_root') = 'stdlib'
+data_root: Text('folder of data sets') = 'data'
+split: Text('split name (val, test, ...)') = 'val'  # hellaswag: 'val' = the source's validation split
+stride: Range(0) = 0        # ppl: tokens scored per window after the first (0 = window: non-overlapping)
+window: Range(0) = 0        # ppl: context length (0 = the model's block_size)
+max_tokens: Range(0) = 0    # ppl: score at most this many tokens (0 = the whole split)
+batch_size: Range(1) = 8
+device: Match(r'auto|cpu|mps|cuda(:\d+)?', "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") = 'auto'
+out: Text('JSON results path') = ''  # '' = <run dir>/eval_<task>.json when ckpt is a run dir
+algo_n: Range(1) = 50       # algorithmic: examples per task and per split (in / out of distribution)
+algo_fewshot: Range(0) = 0  # algorithmic: solved examples of the same task before each query
+algo_seed: Range(0) = 4321  # algorithmic: examples differ from prepare/algorithmic.py's (seed 1337)
+algo_ppl_windows: Range(1) = 8  # algorithmic: val windows of 4x the context for perplexity by position
+ref: Text('reference checkpoint or run dir') = ''  # preference: '' = none: rewards are beta * log pi alone
+beta: Range(0, lo_open=True) = 0.1  # preference: implicit reward scale, as in training
+length_normalize: bool = False  # preference: average response log-probs over tokens
+seq_max_len: Range(0) = 0   # preference: prompt+response tokens (0 = block_size + 1); prompts cut from the left
+max_pairs: Range(0) = 0     # preference: score at most this many pairs (0 = the whole split)
 
 @torch.no_grad()
-def sliding_window_nll(model, tokens, window, stride, batch_size, device):
-    """Sum of -log p and count over `tokens` (1-D), every token after the first scored once.
+def sliding_window_nll(model, tokens, window, stride, batch_size, device, token_bytes=None):
+    """Sum of -log p and count over `tokens` (1-D), every token after the first scored once; with
+    token_bytes (data.token_bytes) also the nats and UTF-8 bytes of bits per byte (data.bpb_sums).
 
     The first window scores all its positions; each later window advances by `stride` and scores
     only its last `stride` positions, which then see window - stride tokens of context. With
@@ -65,7 +67,7 @@ def sliding_window_nll(model, tokens, window, stride, batch_size, device):
         if scored_upto >= n - 1:
             break
         begin += stride
-    nll, count = 0.0, 0
+    nll, count, nats, n_bytes = 0.0, 0, 0.0, 0
     model.eval()
     for i in range(0, len(windows), batch_size):
         group = windows[i:i + batch_size]
@@ -81,7 +83,10 @@ def sliding_window_nll(model, tokens, window, stride, batch_size, device):
                                                reduction='sum')
         nll += lp.item()
         count += int((y != -100).sum())
-    return nll, count
+        if token_bytes is not None:
+            a, c = datalib.bpb_sums(logits, y.to(device), token_bytes)
+            nats, n_bytes = nats + a, n_bytes + c
+    return (nll, count) if token_bytes is None else (nll, count, nats, n_bytes)
 
 
 def task_ppl(model, tokenizer, ckpt_meta):
@@ -96,19 +101,23 @@ def task_ppl(model, tokenizer, ckpt_meta):
     check_same_tokenizer(data_dir, ckpt_meta['tokenizer'])
     shards = datalib.open_split(data_dir, split, model.config.vocab_size)
     dev = next(model.parameters()).device
-    nll, count = 0.0, 0
+    tb = datalib.token_bytes(tokenizer, model.config.vocab_size)  # None: a tokenizer of non-text values
+    sums = np.zeros(4)  # nll, tokens, and bits per byte's nats and bytes
     budget = max_tokens or None
     for sh in shards:
         toks = sh if budget is None else sh[:budget + 1]
-        a, c = sliding_window_nll(model, toks, w, s, batch_size, dev)
-        nll, count = nll + a, count + c
+        got = sliding_window_nll(model, toks, w, s, batch_size, dev, tb)
+        sums[:len(got)] += got
         if budget is not None:
-            budget -= c
+            budget -= got[1]
             if budget <= 0:
                 break
-    loss = nll / count
-    return {'task': 'ppl', 'data': data, 'split': split, 'window': w, 'stride': s, 'tokens': count,
-            'loss': round(loss, 5), 'ppl': round(math.exp(loss), 4)}
+    loss = sums[0] / sums[1]
+    res = {'task': 'ppl', 'data': data, 'split': split, 'window': w, 'stride': s, 'tokens': int(sums[1]),
+           'loss': round(loss, 5), 'ppl': round(math.exp(loss), 4)}
+    if sums[3]:  # special tokens (<|endoftext|>) carry no bytes: left out of bits per byte (data.bpb_sums)
+        res.update(bytes=int(sums[3]), bpb=round(datalib.bits_per_byte(sums[2], sums[3]), 5))
+    return res
 
 
 def task_preference(model, tokenizer, ckpt_meta):
@@ -165,11 +174,12 @@ def markdown_table(rows):
 # target plus its <|endoftext|>, given the source (through the encoder, or as context before
 # [SEP]; a model trained on raw text continues the source with no [SEP]). Decoder-only models
 # trained on raw text also get whole-document perplexity. Greedy generation -> ROUGE-1/2/L.
-max_records = 0      # seq2seq, numeric: score at most this many records per split (0 = all)
-generate = 0         # seq2seq: generate for the first N records and score ROUGE-1/2/L against the targets
-max_new_tokens = 64  # seq2seq: generation length limit (stops at <|endoftext|>)
-num_samples = 3      # seq2seq: decoded samples kept in the results
-form = 'auto'        # seq2seq: 'auto' (encdec; concat if trained with objective=seq2seq; else lm) | 'encdec' | 'concat' | 'lm'
+max_records: Range(0) = 0   # seq2seq, numeric: score at most this many records per split (0 = all)
+generate: Range(0) = 0      # seq2seq: generate for the first N records and score ROUGE-1/2/L against the targets
+max_new_tokens: Range(1) = 64  # seq2seq: generation length limit (stops at <|endoftext|>)
+num_samples: Range(0) = 3   # seq2seq: decoded samples kept in the results
+form: OneOf(('auto',) + tuple(datalib.SEQ2SEQ_FORMS)) = 'auto'  # seq2seq: auto = encdec; concat if trained with
+                            # objective=seq2seq; else lm
 
 
 def seq2seq_form_of(model, ckpt_meta):
@@ -249,8 +259,9 @@ def task_seq2seq(model, tokenizer, ckpt_meta):
 # Each test sequence is [sep, x1..xL]: the first `prompt_values` values are context, the rest is scored:
 # loss and next-token accuracy teacher-forced, and exact match of the greedy continuation generated
 # through model.generate (KV cache, or the recurrent state of attn='linear').
-prompt_values = 4            # numeric: values given before the scored continuation
-numeric_splits = 'test,test_long'   # numeric: records splits to score (test_long = longer than training)
+prompt_values: Range(0) = 4  # numeric: values given before the scored continuation
+numeric_splits: Match(r'\w+(,\w+)*', "comma-separated split names, e.g. 'test,test_long'") = 'test,test_long'
+                            # numeric: records splits to score (test_long = longer than training)
 
 
 @torch.no_grad()
@@ -481,8 +492,102 @@ def task_algorithmic(model, tokenizer, ckpt_meta):
     return rows
 
 
+# ----------------------------------------------------------------------------- hellaswag
+# Zero-shot HellaSwag (Zellers et al. 2019): a context and 4 endings, one of them right. Each ending is
+# scored by the model's loss on its tokens given <|endoftext|> + ctx, the ending tokenized as ' ' + ending
+# (as build-nanogpt does; <|endoftext|> starts every document in training, and gives an empty context a
+# token to predict from). acc: the ending of the lowest summed loss (highest log-likelihood; lm-eval-harness's
+# acc). acc_norm: the lowest mean loss per ending token (build-nanogpt's normalization; lm-eval-harness's
+# acc_norm divides by the ending's length in characters instead). No text preprocessing (lm-eval-harness
+# strips markers such as '[title]'), no few-shot examples. Chance is 0.25.
+source: Text('hub id, or local .jsonl/.parquet with ctx, endings, label') = 'Rowan/hellaswag'  # hellaswag
+limit: Range(0) = 0         # hellaswag: score the first N examples (0 = all; the validation split has 10,042)
+
+HELLASWAG_FIELDS = ('ctx', 'endings', 'label')
+
+
+def hellaswag_examples(src, split_name, n=0):
+    """[(ctx, [4 endings], label)] of a local .jsonl/.parquet file or folder (one split), or a hub split."""
+    import datasets
+    datasets.disable_progress_bars()
+    if src.endswith(('.jsonl', '.parquet')) and not os.path.exists(src):
+        raise UserError(f"--source={src}: no such file; pass a local .jsonl/.parquet file or folder, or a hub id")
+    if os.path.exists(src):
+        paths = [src] if os.path.isfile(src) else sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs)
+        paths = [p for p in paths if p.endswith(('.jsonl', '.parquet'))]
+        kinds = {p.rsplit('.', 1)[1] for p in paths}
+        if len(kinds) != 1:
+            raise UserError(f"--source={src} must be a .jsonl or .parquet file, or a folder of one kind (found "
+                            f"{sorted(kinds) or 'none'}), with the fields {', '.join(HELLASWAG_FIELDS)}")
+        try:
+            ds = datasets.load_dataset('json' if kinds == {'jsonl'} else 'parquet', data_files=paths, split='train')
+        except Exception as e:
+            raise UserError(f"cannot read --source={src} ({datalib.first_line(e)}): check the files") from None
+    else:
+        ds = datalib.load_hub(src, split=split_name, fields=HELLASWAG_FIELDS)
+    missing = [f for f in HELLASWAG_FIELDS if f not in ds.column_names]
+    if missing:
+        raise UserError(f"--source={src} lacks the field(s) {missing} (has {', '.join(ds.column_names)}): "
+                        f"HellaSwag rows have ctx, endings (4 strings) and label (0-3)")
+    out = []
+    for i, r in enumerate(ds.select(range(min(n, len(ds)))) if n else ds):
+        label = r['label']
+        if label in ('', None):  # the hub's test split hides its labels
+            raise UserError(f"example {i} of --source={src} has no label (HellaSwag's test split is unlabeled): "
+                            f"use the validation split (--split=val)")
+        if len(r['endings']) != 4 or str(label) not in ('0', '1', '2', '3'):
+            raise UserError(f"example {i} of --source={src} needs 4 endings and a label 0-3, got "
+                            f"{len(r['endings'])} endings and label {label!r}")
+        out.append((r['ctx'], list(r['endings']), int(label)))
+    if not out:
+        raise UserError(f"--source={src} holds no examples")
+    return out
+
+
+@torch.no_grad()
+def hellaswag_losses(model, tokenizer, ctx, endings):
+    """(summed loss, token count) of each ending's tokens given <|endoftext|> + ctx, the endings in one batch.
+    A sequence longer than block_size + 1 loses context tokens from the left, never ending tokens."""
+    dev = next(model.parameters()).device
+    bs = model.config.block_size
+    context = [tokenizer.eot_id] + tokenizer.encode(ctx)
+    rows = []
+    for e in endings:
+        end = tokenizer.encode(' ' + e)
+        seq = (context + end)[-(bs + 1):]
+        rows.append((seq, min(len(end), len(seq) - 1)))
+    L = max(len(seq) for seq, _ in rows) - 1
+    x = torch.zeros(len(rows), L, dtype=torch.long)
+    y = torch.full((len(rows), L), -100, dtype=torch.long)
+    for i, (seq, n) in enumerate(rows):  # right padding: causal attention keeps it out of the scored positions
+        t = torch.tensor(seq)
+        x[i, :len(seq) - 1] = t[:-1]
+        y[i, len(seq) - 1 - n:len(seq) - 1] = t[-n:]
+    logits, _ = model(x.to(dev))
+    loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y.to(dev), ignore_index=-100,
+                                             reduction='none')
+    return loss.sum(1).tolist(), (y != -100).sum(1).tolist()
+
+
+def task_hellaswag(model, tokenizer, ckpt_meta):
+    if tokenizer.spec.get('kind') not in ('byte', 'gpt2', 'bpe', 'tiktoken'):
+        raise UserError(f"hellaswag needs a checkpoint with a text tokenizer (byte, gpt2, bpe), not "
+                        f"'{tokenizer.spec.get('kind')}'")
+    split_name = 'validation' if split == 'val' else split
+    examples = hellaswag_examples(source, split_name, limit)
+    model.eval()
+    hits = hits_norm = 0
+    for ctx, endings, label in examples:
+        sums, counts = hellaswag_losses(model, tokenizer, ctx, endings)
+        hits += int(np.argmin(sums)) == label  # ties: the first ending
+        hits_norm += int(np.argmin([a / c for a, c in zip(sums, counts)])) == label
+    n = len(examples)
+    return {'task': 'hellaswag', 'source': source, 'split': split_name if not os.path.exists(source) else 'local',
+            'examples': n, 'acc': round(hits / n, 4), 'acc_norm': round(hits_norm / n, 4), 'chance': 0.25}
+
+
 TASKS = {'ppl': task_ppl, 'seq2seq': task_seq2seq, 'numeric': task_numeric, 'algorithmic': task_algorithmic,
-         'preference': task_preference}
+         'preference': task_preference, 'hellaswag': task_hellaswag}
 
 
 def main():

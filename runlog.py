@@ -59,9 +59,14 @@ class Logger:
     """metrics.jsonl + console JSON markers + TensorBoard + wandb, all with a `tokens` x-axis. Rank 0 only."""
 
     def __init__(self, run_dir, cfg, master, resume_step=None):
+        """Rank 0: creates run_dir, writes config.json (the resolved settings, atomically), opens the logs."""
         self.master, self.tb, self.wandb = master, None, None
         if not master:
             return
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, 'config.json.tmp'), 'w') as f:
+            json.dump(cfg, f, indent=2)
+        os.replace(os.path.join(run_dir, 'config.json.tmp'), os.path.join(run_dir, 'config.json'))
         self.path = os.path.join(run_dir, 'metrics.jsonl')
         if resume_step is not None and os.path.exists(self.path):
             # drop events after the checkpoint: they are redone, so the file equals an uninterrupted run's
@@ -108,7 +113,8 @@ class Logger:
 
 
 def write_run_figures(run_dir, diagnostics, tb=None):
-    """figures/loss.png (train and eval loss vs tokens) and a histogram per diagnostic of the last batch."""
+    """figures/loss.png (train and eval loss vs tokens), val_bpb.png (lm runs) and a histogram per diagnostic of the
+    last batch."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -124,6 +130,13 @@ def write_run_figures(run_dir, diagnostics, tb=None):
     ax.legend()
     ax.grid(alpha=0.3)
     figs['loss'] = fig
+    bpb = [(e['tokens'], e['val_bpb']) for e in events if e['event'] == 'evaluate' and e.get('val_bpb') is not None]
+    if bpb:  # bits per byte: comparable across tokenizers (data.bpb_sums)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(*zip(*bpb), 'o-', color='tab:green')
+        ax.set(xlabel='tokens', ylabel='validation bits per byte', title=f'val_bpb: {os.path.basename(run_dir)}')
+        ax.grid(alpha=0.3)
+        figs['val_bpb'] = fig
     for name, t in diagnostics.items():
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.hist(t.float().flatten().cpu().numpy(), bins=60, color='tab:purple')

@@ -141,11 +141,6 @@ def check_settings(cfg, world=1):
             GPTConfig(**{**{k: cfg[k] for k in MODEL_KEYS}, 'vocab_size': cfg['vocab_size'] or 64})
         except ValueError as e:
             raise UserError(str(e))
-    if cfg['optimizer'] == 'muon' and not (cfg['learning_rate'] > 0 and cfg['muon_lr'] > 0
-                                           and 0 <= cfg['muon_momentum'] < 1 and cfg['muon_weight_decay'] >= 0):
-        raise UserError(f"optimizer='muon' needs learning_rate > 0, muon_lr > 0, 0 <= muon_momentum < 1 and "
-                        f"muon_weight_decay >= 0; got {cfg['learning_rate']}, {cfg['muon_lr']}, "
-                        f"{cfg['muon_momentum']}, {cfg['muon_weight_decay']}")
     if cfg['algo_data'] and cfg['objective'] != 'lm':
         raise UserError(f"algo_data mixes algorithmic records into objective='lm', not '{cfg['objective']}'")
     if cfg['objective'] == 'dpo':
@@ -257,6 +252,7 @@ class Run:
     autocast: object        # the context forward passes run in (nullcontext in float32)
     meta: dict              # the data set's meta.json
     tokenizer: object       # data.get_tokenizer(meta['tokenizer']); its spec goes into checkpoints
+    token_bytes: object     # objective='lm': UTF-8 bytes of each token id, for val_bpb (data.token_bytes); else None
     train_data: object      # open_objective_data(..., 'train'): what get_batch draws from
     val_data: object        # open_objective_data(..., 'val'): what evaluate reads
     accum: int              # micro steps per optimizer step, per rank
@@ -297,22 +293,18 @@ def setup(cfg, ddp, rank, world, dev):
     fsdp = ddp and cfg['parallel'] == 'fsdp'
     model, optimizer, ckpt = build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp)
     tokenizer = datalib.get_tokenizer(meta['tokenizer'])
+    token_bytes = datalib.token_bytes(tokenizer, cfg['vocab_size']) if cfg['objective'] == 'lm' else None
     dpo_ref = None
     if cfg['objective'] == 'dpo':  # the frozen reference scores every pair once; only the policy trains
         dpo_ref = dpo_setup(cfg, ckpt, model, (train_data, val_data), tokenizer, dev, autocast, master)
     wrapped = torch.compile(model) if cfg['compile'] else model  # (under fsdp: fully_shard worked in place)
     if ddp and not fsdp:
         wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=[dev] if device_type == 'cuda' else None)
-    if master:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, 'config.json.tmp'), 'w') as f:
-            json.dump(cfg, f, indent=2)
-        os.replace(os.path.join(run_dir, 'config.json.tmp'), os.path.join(run_dir, 'config.json'))
     start_step = ckpt['step'] if ckpt is not None else 0
-    log = Logger(run_dir, cfg, master, resume_step=start_step if ckpt is not None else None)
+    log = Logger(run_dir, cfg, master, resume_step=start_step if ckpt is not None else None)  # writes config.json
     return Run(cfg=cfg, ddp=ddp, fsdp=fsdp, rank=rank, world=world, master=master, dev=dev, device_type=device_type,
-               dtype=dt, autocast=autocast, meta=meta, tokenizer=tokenizer, train_data=train_data, val_data=val_data,
-               accum=accum, tokens_per_step=tokens_per_step, total_steps=total_steps, predecay=predecay,
+               dtype=dt, autocast=autocast, meta=meta, tokenizer=tokenizer, token_bytes=token_bytes, train_data=train_data,
+               val_data=val_data, accum=accum, tokens_per_step=tokens_per_step, total_steps=total_steps, predecay=predecay,
                run_dir=run_dir, ckpt_path=ckpt_path, raw_model=model, model=wrapped, optimizer=optimizer,
                start_step=start_step, dpo_ref=dpo_ref, log=log, loss_sum=torch.zeros((), device=dev), extra={})
 
@@ -431,17 +423,26 @@ def skipped_nonfinite(r, step, step_loss, loss_before):
 @torch.no_grad()
 def evaluate(r):
     r.model.eval()
-    losses, extras = [], {}
+    losses, extras, nats, n_bytes = [], {}, 0.0, 0
     for b in objective_eval_batches(r.cfg, r.val_data):
+        b = to_device(b, r.dev, r.device_type)
         with r.autocast:
-            loss = objective_loss(r.raw_model, to_device(b, r.dev, r.device_type), r.cfg)
+            if r.token_bytes is None:
+                loss = objective_loss(r.raw_model, b, r.cfg)
+            else:  # lm: the same loss, and its logits give bits per byte
+                logits, loss = r.raw_model(b['x'], b['y'])
+                a, c = datalib.bpb_sums(logits, b['y'], r.token_bytes)
+                nats, n_bytes = nats + a, n_bytes + c
         if isinstance(loss, tuple):  # extra scalars (dpo): logged as val_<name>
             loss, ex = loss
             for k, v in ex.items():
                 extras.setdefault(k, []).append(v.item())
         losses.append(loss.item())
     r.model.train()
-    return sum(losses) / len(losses), {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
+    extra = {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
+    if n_bytes:
+        extra['val_bpb'] = round(datalib.bits_per_byte(nats, n_bytes), 5)
+    return sum(losses) / len(losses), extra
 
 
 def log_eval(r, done, val_loss, val_extra):

@@ -55,11 +55,11 @@ def open_stream():
                 raise data.DataError(f"'{source}' must hold .parquet or .jsonl files (one kind), found {sorted(kinds)}")
             return datasets.load_dataset('parquet' if kinds == {'parquet'} else 'json', data_files=paths,
                                          split='train', streaming=True)
-        return datasets.load_dataset(source, name=config_name or None, split='train', streaming=True)
+        return data.load_hub(source, config_name, split='train', streaming=True, fields=(field,))
     except data.DataError:
         raise
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = data.first_line(e)
         raise data.DataError(f"cannot stream '{source}' ({msg}): check --source/--config_name or the network") from None
 
 

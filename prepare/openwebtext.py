@@ -1,11 +1,15 @@
 """OpenWebText (Skylion007/openwebtext: 8M web documents, about 9B GPT-2 tokens) -> data/openwebtext.
 
+On the hub it is a script data set, which datasets >= 4 refuses (karpathy/nanoGPT issue 633); the one
+hub loader (data.load_hub) then reads the hub's parquet conversion, which holds the first 5 GB of a split
+that large: a part of OpenWebText. For all of it, pass --source= local parquet/jsonl files of a full copy.
+
 The reference data set of the nGPT / Differential Transformer launcher problems. Loading (hub id or
 local .jsonl/.parquet/.txt with a `text` field), the stable-hash validation split, tokenizing with
 tqdm progress and the atomic shard writing are prepare/text.py's (through data.write_lm_dataset);
 this script only fixes the source, GPT-2 tokens and nanoGPT's 0.05% validation split as defaults.
 
-    python prepare/openwebtext.py                              # hub download (~55 GB cache), ~9B tokens
+    python prepare/openwebtext.py                              # the hub (see above)
     python prepare/openwebtext.py --source=owt/ --max_docs=100000   # local parquet/jsonl shards of it
     python prepare/openwebtext.py --source=sample.jsonl --tokenizer=byte --out_dir=data/owt_byte
 """

@@ -7,7 +7,7 @@ Writes into one folder (default data/samsum):
   - LM shards of `dialogue\\n\\nSummary: summary` documents (raw text, e.g. for pretraining).
 Rows with an empty dialogue or summary are dropped (counted in meta.json). Line ends become '\\n'.
 
-    python prepare/samsum.py                                  # Samsung/samsum from the hub (network)
+    python prepare/samsum.py                                  # knkarthick/samsum from the hub (network)
     python prepare/samsum.py --source=folder/                 # train.jsonl, validation.jsonl, test.jsonl
                                                               # with the hub's fields: id, dialogue, summary
 """
@@ -24,7 +24,8 @@ from configurator import OneOf, Range, Text  # noqa: E402
 import data  # noqa: E402
 import text  # noqa: E402  (prepare/text.py: loading local files / the hub)
 
-source: Text('hub id, or local .jsonl/.parquet files') = 'Samsung/samsum'  # a file or folder with the same fields
+source: Text('hub id, or local .jsonl/.parquet files') = 'knkarthick/samsum'  # (Samsung/samsum: 404 since 2025-05)
+                             # or a local file or folder with the same fields
 dialogue_field: Text('column with the dialogue') = 'dialogue'
 summary_field: Text('column with the summary') = 'summary'
 out_dir: Text('output folder') = 'data/samsum'

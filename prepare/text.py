@@ -96,19 +96,15 @@ def load_local(src):
             try:
                 parts.append(datasets.load_dataset(builder, data_files=files, split='train'))
             except Exception as e:
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                msg = data.first_line(e)
                 raise data.DataError(f"cannot read {builder} files at '{src}' ({msg}): check the files") from None
     return {'train': parts}
 
 
-def load_hub(src):
-    import datasets
-    try:
-        dd = datasets.load_dataset(src, config_name or None)
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise data.DataError(f"cannot load '{src}' from the hub or as a local path ({msg}): "
-                             f"check --source and --config_name") from None
+def load_hub(src, fields=('text',)):
+    """{'train': [Dataset], 'val': [Dataset] when the set has a validation split} from the hub (data.load_hub:
+    a script data set falls back to the hub's parquet conversion, a gone one names the --source alternatives)."""
+    dd = data.load_hub(src, config_name, fields=fields)
     train = 'train' if 'train' in dd else list(dd)[0]
     out = {'train': [dd[train]]}
     for name in VAL_NAMES:
@@ -141,7 +137,7 @@ def main():
         print(f"{out_dir} already prepared with these settings (use --force=True to rebuild)")
         return
     t0 = time.time()
-    raw = load_local(source) if os.path.exists(source) else load_hub(source)
+    raw = load_local(source) if os.path.exists(source) else load_hub(source, (field,))
     for parts in raw.values():
         for p in parts:
             if not isinstance(p, list) and field not in p.column_names:
@@ -209,15 +205,10 @@ def load_split_rows(src, columns, config='', max_rows=-1):
                     try:
                         parts.setdefault(split, []).append(datasets.load_dataset(builder, data_files=fs, split='train'))
                     except Exception as e:
-                        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        msg = data.first_line(e)
                         raise data.DataError(f"cannot read {builder} files at '{src}' ({msg}): check the files") from None
     else:
-        try:
-            dd = datasets.load_dataset(src, config or None)
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise data.DataError(f"cannot load '{src}' from the hub or as a local path ({msg}): "
-                                 f"check --source, or pass local files") from None
+        dd = data.load_hub(src, config, fields=columns)
         for name in dd:
             parts.setdefault(SPLIT_NAMES.get(name, name), []).append(dd[name])
     rows = {}

@@ -47,11 +47,11 @@ def load_splits(src):
                 raise data.DataError(f"no train*/validation*/test* .parquet or .jsonl files in '{src}'")
             builder = 'parquet' if data_files[next(iter(data_files))][0].endswith('.parquet') else 'json'
             return dict(datasets.load_dataset(builder, data_files=data_files))
-        return dict(datasets.load_dataset(src, variant))
+        return dict(data.load_hub(src, variant, fields=('text',)))
     except data.DataError:
         raise
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = data.first_line(e)
         raise data.DataError(f"cannot load WikiText from '{src}' ({msg}): check --source and --variant") from None
 
 
