@@ -121,28 +121,29 @@ def train_seconds(cfg, sweep, runs):
     return len(dirs), sum(secs)
 
 
-def report(cfg, sweep, best, runs, command):
+def report(cfg, sweep, best, runs, command, wall):
     res = analyse(cfg, sweep, best, runs)
     base = cfg['variants'][0]
     n_runs, secs = train_seconds(cfg, sweep, runs)
     md = [f"{cfg['data']}: {cfg['n_layer']} layers x {cfg['n_embd']}, {cfg['max_iters']} steps of {cfg['tokens_per_step']:,} "
           f"tokens at every context (batch = {cfg['tokens_per_step']} / context); each variant at its best lr of the "
           f"sweep at that context, seeds {cfg['seeds']}; speedup = {base}'s steps ({cfg['max_iters']}) / the steps a seed "
-          f"needs to reach {base}'s mean final val loss.\n",
-          f"Command: `{command}`. Machine: {machine()}. {n_runs} runs, {secs:,.0f} s of training summed over their "
-          f"train_end markers.\n",
+          f"needs to reach {base}'s mean final val loss.\n\n",
+          f"Command: `{command}`. Machine: {machine()}, load average over the last 15 min {os.getloadavg()[2]:.1f} at "
+          f"the end. {n_runs} runs, {secs:,.0f} s of training summed over their train_end markers; this invocation "
+          f"took {wall / 60:.1f} min (runs it reused cost it nothing).\n\n",
           "Paper (Loshchilov et al. 2024, arXiv 2410.01131): nGPT reaches the same loss in 4x (1k context), 10x (4k) "
-          "and 20x (8k) fewer steps, 0.5B and 1B models on OpenWebText.\n"]
+          "and 20x (8k) fewer steps, 0.5B and 1B models on OpenWebText.\n\n"]
     for c in cfg['contexts']:
-        md += [f"\n### Context {c} (batch {cfg['tokens_per_step'] // c} x {c})\n\n", markdown(res[c]['rows']), '\n',
+        md += [f"### Context {c} (batch {cfg['tokens_per_step'] // c} x {c})\n\n", markdown(res[c]['rows']), '\n',
                sweep_table({v: sweep[key(v, c)] for v in cfg['variants']}, {v: best[key(v, c)] for v in cfg['variants']},
-                           cfg['sweep_iters'], cfg['seeds'][0])]
+                           cfg['sweep_iters'], cfg['seeds'][0]), '\n']
     md = ''.join(md)
     os.makedirs(cfg['out_dir'], exist_ok=True)
     with open(os.path.join(cfg['out_dir'], 'results.md'), 'w') as f:
         f.write(md)
     with open(os.path.join(cfg['out_dir'], 'results.json'), 'w') as f:
-        json.dump({'config': cfg, 'command': command, 'machine': machine(),
+        json.dump({'config': cfg, 'command': command, 'machine': machine(), 'wall_s': wall, 'train_s': secs,
                    'sweep': {k: {f'{lr:g}': x for lr, x in s.items()} for k, s in sweep.items()}, 'best_lr': best,
                    'runs': runs, 'contexts': {str(c): r for c, r in res.items()}}, f, indent=1)
     print(md)
@@ -228,7 +229,7 @@ def main():
         return os.path.join(out_dir, name)
 
     sweep, best, runs = sweep_then_seeds(list(keys), cfg['lrs'], list(seeds), sweep_iters, max_iters, run, jobs, lr_extend)
-    report(cfg, sweep, best, runs, command)
+    report(cfg, sweep, best, runs, command, time.time() - t0)
     print(f"== ngpt_context: {time.time() - t0:.0f}s", flush=True)
 
 
