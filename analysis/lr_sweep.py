@@ -99,10 +99,10 @@ def seed_summary(curves, base):
                     for v, cs in curves.items()}
 
 
-def steps_cell(steps):
-    """'mean ± std (reached/n)' over the seeds that reached the target."""
+def steps_cell(steps, digits=0, unit=''):
+    """'mean ± std<unit> (reached/n)' over the seeds that reached the target (None: did not)."""
     got = [s for s in steps if s is not None]
-    return (fmt(got, 0) if got else 'not reached') + f' ({len(got)}/{len(steps)})'
+    return (fmt(got, digits) + unit if got else 'not reached') + f' ({len(got)}/{len(steps)})'
 
 
 def markdown(rows):

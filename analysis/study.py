@@ -140,6 +140,20 @@ def fmt(values, digits=3):
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def machine():
+    """One line naming the machine a study ran on, for its results page: OS, CPU, cores, torch, GPU."""
+    import platform
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
+    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
+
+
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
