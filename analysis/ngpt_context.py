@@ -29,9 +29,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from configurator import Each, OneOf, Range, Text, UserError  # noqa: E402
-from analysis.study import (ROOT, curve, is_finished, machine, mean_std, pyplot, read_metrics,  # noqa: E402
+from analysis.study import (ROOT, check_seeds, curve, is_finished, machine, mean_std, pyplot, read_metrics,  # noqa: E402
                             save_figure, train_run)
-from analysis.lr_sweep import (check_sweep, markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
+from analysis.lr_sweep import (markdown, quick_sweep, run_name, seed_summary, seeds_rows,  # noqa: E402
                                steps_cell, sweep_seed_figure, sweep_table, sweep_then_seeds)
 from analysis.variants_compare import FLAGS, train_args  # noqa: E402
 
@@ -84,7 +84,7 @@ def check(cfg):
         raise UserError(f"variants={cfg['variants']} repeats a variant")
     if cfg['n_head'] % 2 and any(FLAGS[v].get('attn') == 'diff' for v in cfg['variants']):
         raise UserError(f"n_head={cfg['n_head']} is odd: the differential variants use n_head // 2 heads; pick an even n_head")
-    check_sweep(cfg['lrs'], cfg['seeds'], cfg['sweep_iters'], cfg['max_iters'], cfg['jobs'], cfg['lr_extend'])
+    check_seeds(cfg['seeds'])
 
 
 def context_args(cfg, context):
