@@ -6,6 +6,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # `pytest -n 2` (the README's command): one test per core, so each worker and the processes its tests start
+    # use one thread; two workers with two threads each would fight over the same two cores
+    os.environ['OMP_NUM_THREADS'] = '1'
+    import torch
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope='session')
 def tiny_data(tmp_path_factory):
