@@ -66,14 +66,14 @@ ngpt: bool = False
 diff_input: bool = False
 n_encoder_layer: Range(0) = 0
 linear_chunk: Range(1) = 64  # attn='linear': chunk length of the training-time computation
+pos_random: Range(0) = 0  # > 0: randomized positions, a sorted random subset of [0, pos_random) per sequence
 # batches and length of training
 batch_size: Range(1) = 16  # micro batch per rank
 grad_accum: Range(1) = 1  # micro steps per optimizer step (per rank)
 global_batch_tokens: Range(0) = 0  # if > 0, grad_accum is computed from it
 max_iters: Range(1) = 1000
 max_tokens: Range(0) = 0  # if > 0, max_iters = ceil(max_tokens / tokens per step)
-stop_after: Range(0) = 0  # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
-                             # the schedule still spans the whole run, and init_from='resume' goes on
+stop_after: Range(0) = 0  # > 0: stop here with a checkpoint (time-sliced jobs); the schedule spans the whole run
 # optimizer and schedule
 optimizer: OneOf(OPTIMIZERS) = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
 learning_rate: Range(0, lo_open=True) = 6e-4  # AdamW's (with muon: embeddings, head, norms, biases, vectors)
@@ -123,6 +123,7 @@ seq_max_len: Range(0) = 0  # prompt + response tokens per sequence; longer ones 
                              # the left, never response tokens (0 = block_size + 1: inputs fill block_size)
 RULES = [  # relations between settings, checked with the declarations (configurator.check_declared)
     ('min_lr <= learning_rate', 'the schedule decays from learning_rate down to min_lr'),
+    ('pos_random == 0 or pos_random >= block_size', 'pos_random draws block_size distinct positions from [0, pos_random)'),
 ]
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
