@@ -96,7 +96,7 @@ def test_decay_branches_resume_from_predecay_and_equal_plain_runs(tiny_data, tmp
 
 
 def test_model_size_preset_with_explicit_values_winning(tiny_data, tmp_path):
-    r = run_train(['--model_size=tiny', '--global_batch_tokens=0', f'--max_tokens={TPS * 3}', '--eval_interval=3', '--warmup_iters=1',
+    r = run_train(['--model_size=tiny', '--global_batch_tokens=0', f'--max_tokens={TPS * 3}', '--warmup_iters=0', '--eval_interval=3',
                    '--n_head=2', '--n_layer=2', '--block_size=32'], tiny_data, tmp_path)
     d = run_dir(tmp_path)
     cfg = json.load(open(os.path.join(d, 'config.json')))
