@@ -119,10 +119,10 @@ class GPTConfig:
                 if on:
                     raise ValueError(f"pos_emb='alibi' does not combine with {flag}={getattr(self, flag)!r}: its bias is "
                                      f"defined on causal softmax logits; use attn='softmax' or 'diff', n_encoder_layer=0")
-        if self.pos_random:  # pos_random: a sorted subset of [0, M) must exist for every sequence of the context
-            if self.pos_random < self.block_size:
-                raise ValueError(f"pos_random={self.pos_random} must be 0 (off) or >= block_size={self.block_size}: "
-                                 f"each sequence takes distinct positions from [0, pos_random)")
+        if self.pos_random:  # pos_random: the learned table needs a row for every position a sequence can take
+            if self.pos_kind == 'learned' and self.pos_random < self.block_size:
+                raise ValueError(f"pos_random={self.pos_random} with pos_emb='learned' must be >= block_size={self.block_size}: "
+                                 f"the table has pos_random rows and a sequence of block_size tokens reaches row block_size-1")
             if self.pos_kind == 'none':
                 raise ValueError("pos_random needs an encoding that reads positions; pos_emb='none' has none")
 
@@ -686,14 +686,13 @@ class GPT(nn.Module):
         """Positions of T tokens from start_pos on: the one place positions are made. The additive tables
         (embed), rope (rope_tables) and alibi read these ids, so a position scheme changes this function only.
         pos_random=M: each of the batch sequences gets a sorted random subset of start_pos + T distinct positions
-        of [0, M) (Ruoss et al. 2023), in training and evaluation alike; returns (batch, T), its last T. Cached
-        generation draws the whole length once (GPT.generate) and passes slices, so steps agree."""
+        of [0, max(M, start_pos + T)) (Ruoss et al. 2023), in training and evaluation alike; returns (batch, T), its
+        last T. A sequence longer than M thus takes 0..n-1, positions past M included (never seen in training if
+        the training sequences fit in M). Cached generation draws the whole length once (GPT.generate)."""
         cfg = self.config
         if cfg.pos_random:
             n = start_pos + T
-            if n > cfg.pos_random:
-                raise ValueError(f"sequence of {n} tokens needs {n} distinct positions, more than pos_random={cfg.pos_random}")
-            draw = torch.rand(batch, cfg.pos_random, device=device).argsort(dim=1)[:, :n]
+            draw = torch.rand(batch, max(cfg.pos_random, n), device=device).argsort(dim=1)[:, :n]
             return draw.sort(dim=1).values[:, start_pos:]
         if cfg.pos_kind == 'learned' and start_pos + T > cfg.block_size:
             raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size={cfg.block_size}, "

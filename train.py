@@ -123,7 +123,6 @@ seq_max_len: Range(0) = 0  # prompt + response tokens per sequence; longer ones 
                              # the left, never response tokens (0 = block_size + 1: inputs fill block_size)
 RULES = [  # relations between settings, checked with the declarations (configurator.check_declared)
     ('min_lr <= learning_rate', 'the schedule decays from learning_rate down to min_lr'),
-    ('pos_random == 0 or pos_random >= block_size', 'pos_random draws block_size distinct positions from [0, pos_random)'),
 ]
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}

@@ -262,6 +262,10 @@ def test_random_positions_sorted_unique_in_range():
     assert (pos[:, 1:] > pos[:, :-1]).all() and pos.min() >= 0 and pos.max() < 40
     assert pos.max() >= 30 and len({tuple(p) for p in pos.tolist()}) > 150  # they do spread over [0, M)
     assert model.position_ids(4, 6, 'cpu', batch=3).shape == (3, 6)  # the last T of a draw of start_pos + T
+    # a sequence longer than M takes 0..n-1 (positions from M on were never drawn in training)
+    short = make(pos_emb='rope', pos_random=8)
+    assert torch.equal(short.position_ids(0, 12, 'cpu', batch=2), torch.arange(12).expand(2, 12))
+    assert short.position_ids(0, 6, 'cpu', batch=50).max() < 8
 
 
 @pytest.mark.parametrize('pe', [p for p in POS_EMBS if p != 'none'])
@@ -301,8 +305,8 @@ def test_pos_random_with_encoder_decoder_reads_one_draw_per_source():
 
 
 def test_pos_random_refused_where_it_cannot_apply():
-    with pytest.raises(ValueError, match=r'pos_random=8 must be 0 \(off\) or >= block_size=16'):
-        GPTConfig(**TINY, pos_emb='rope', pos_random=8)
+    with pytest.raises(ValueError, match=r"pos_random=8 with pos_emb='learned' must be >= block_size=16"):
+        GPTConfig(**TINY, pos_emb='learned', pos_random=8)
     with pytest.raises(ValueError, match="pos_emb='none' has none"):
         GPTConfig(**TINY, pos_emb='none', pos_random=32)
 
