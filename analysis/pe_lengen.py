@@ -290,6 +290,13 @@ def plot(results, summary):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     os.makedirs(figures_dir, exist_ok=True)
+
+    def save(fig, name):
+        fig.tight_layout()
+        p = os.path.join(figures_dir, name)
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        return p
     every = list(next(iter(results.values())))
     sweep = [e for e in every if arm_spec(e)[1] and e != f'{arm_spec(e)[0]}+rand']  # the several-M arms
     encs = [e for e in every if e not in sweep]
@@ -320,11 +327,7 @@ def plot(results, summary):
             ax.set_ylabel('accuracy')
         axes.flat[0].legend(fontsize=7, loc='lower left')
         fig.suptitle(f"{task}: greedy decoding accuracy vs length, trained on lengths 1..{train_len}")
-        fig.tight_layout()
-        p = os.path.join(figures_dir, f'accuracy_vs_length_{task}.png')
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save(fig, f'accuracy_vs_length_{task}.png'))
     # mechanism: attention entropy by query position, inputs of length L (trained) and 2L, band over seeds
     for task, per_enc in results.items():
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), sharex=True, sharey=True, squeeze=False)
@@ -349,11 +352,7 @@ def plot(results, summary):
         axes.flat[0].legend(fontsize=6.5, loc='upper left')
         fig.suptitle(f"{task}: attention entropy by query position (mean over heads, layers, {mech_examples} examples; "
                      f"line = mean of seeds, band = min..max)", fontsize=10)
-        fig.tight_layout()
-        p = os.path.join(figures_dir, f'attention_entropy_{task}.png')
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save(fig, f'attention_entropy_{task}.png'))
     # where the greedy answer stops: median answer length (tokens before the first [EOT]) by input length,
     # one panel per encoding, one line per task
     bs = 4 * train_len + 1
@@ -381,11 +380,7 @@ def plot(results, summary):
     fig.suptitle(f"Where the greedy answer stops: tokens before the first [EOT], trained on n ≤ {train_len} (dotted)\n"
                  f"median over examples (no [EOT] counts as the rest of the context); line = mean of seeds, "
                  f"band = min..max", fontsize=9)
-    fig.tight_layout()
-    p = os.path.join(figures_dir, 'answer_length.png')
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(save(fig, 'answer_length.png'))
     if sweep:  # the cited reason: exact match vs length for rope trained with several M; predicted cliff at 2n+1 > M
         lines = [e for e in ('rope', *sweep, 'rope+rand') if e in every]
         lens = np.arange(1, 2 * train_len + 1)
@@ -408,11 +403,7 @@ def plot(results, summary):
         axes[0, 0].legend(fontsize=7, loc='lower left')
         fig.suptitle('Does the cliff move with M? rope with randomized positions drawn from [0, M), '
                      f'trained on lengths 1..{train_len}', fontsize=10)
-        fig.tight_layout()
-        p = os.path.join(figures_dir, 'cliff_vs_M.png')
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save(fig, 'cliff_vs_M.png'))
     return paths
 
 
