@@ -300,7 +300,7 @@ def plot(results, summary):
     every = list(next(iter(results.values())))
     sweep = [e for e in every if arm_spec(e)[1] and e != f'{arm_spec(e)[0]}+rand']  # the several-M arms
     encs = [e for e in every if e not in sweep]
-    colors = {e: plt.cm.tab20(i % 20) for i, e in enumerate(encs)}
+    colors = {e: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i - 10) for i, e in enumerate(encs)}
     # accuracy vs length: one panel per (task, encoding); mean over seeds, min..max band, L marked
     ncol = min(len(encs), 3)
     nrow = math.ceil(len(encs) / ncol)
@@ -396,13 +396,13 @@ def plot(results, summary):
                 if m and (m - 1) / 2 < lens[-1]:  # longest length whose input (2n+1 tokens) fits in [0, M)
                     ax.axvline((m - 1) / 2 + 0.5, color=c, ls=':', lw=1.5)
             ax.axvline(train_len + 0.5, color='k', ls='--', lw=1, label=f'training lengths ≤ {train_len}')
-            ax.set_title(f'{task}: dotted = predicted cliff (inputs of 2n+1 tokens outgrow M)', fontsize=9)
+            ax.set_title(f'{task}', fontsize=10)
             ax.set_xlabel('length n (digits)')
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel('greedy exact match (mean of seeds, band min..max)')
         axes[0, 0].legend(fontsize=7, loc='lower left')
-        fig.suptitle('Does the cliff move with M? rope with randomized positions drawn from [0, M), '
-                     f'trained on lengths 1..{train_len}', fontsize=10)
+        fig.suptitle(f'Does the cliff move with M? rope trained on lengths 1..{train_len} with random positions from '
+                     f'[0, M)\ndotted: predicted cliff, the first length whose input (2n+1 tokens) outgrows M', fontsize=9)
         paths.append(save(fig, 'cliff_vs_M.png'))
     return paths
 
