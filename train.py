@@ -24,7 +24,7 @@ import configurator
 from configurator import Each, Match, OneOf, Range, Text, UserError
 import data as datalib
 from model import ATTNS, GPT, GPTConfig, MLPS, NORMS, POS_EMBS
-from checkpoint import init_weights_from, load_checkpoint, save_checkpoint
+from checkpoint import init_weights_from, load_checkpoint, save_checkpoint, saved_model_config
 from optim import OPTIMIZERS, build_optimizer
 from common import (RunStopped, catch_stop_signals, ensure_data, fsdp_shard, full_state, peak_flops_of,
                     setup_distributed, shard_optimizer_state, to_device)
@@ -211,8 +211,9 @@ def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp
             raise UserError(f"init_from='resume' but {run_dir} has no checkpoint (ckpt/last.pt); "
                             f"start it with init_from='scratch'")
         ckpt = load_checkpoint(ckpt_path)
-        if ckpt['model_config'] != model_cfg:
-            changed = [k for k in model_cfg if ckpt['model_config'].get(k) != model_cfg[k]]
+        saved = saved_model_config(ckpt).to_dict()  # (flags added since the checkpoint: their defaults)
+        if saved != model_cfg:
+            changed = [k for k in model_cfg if saved.get(k) != model_cfg[k]]
             raise UserError(f"cannot resume {run_dir}: model flags changed ({', '.join(changed)})")
     try:
         model = GPT(GPTConfig(**model_cfg))

@@ -252,6 +252,11 @@ def test_old_scale_checkpoints_of_fixed_encodings_are_refused():
     old_rope = GPTConfig(**TINY, pos_emb='rope').to_dict()
     del old_rope['pos_random']  # encodings that never had a scale load as before
     assert GPTConfig.from_dict(old_rope).pos_random == 0
+    # loading such a checkpoint (sample, eval, resume) is one line of error, before any weight is read
+    from checkpoint import model_from_checkpoint
+    from configurator import UserError
+    with pytest.raises(UserError, match="incompatible checkpoint: this checkpoint .pos_emb='sinusoidal'. was written before"):
+        model_from_checkpoint({'model_config': old, 'model': {}, 'tokenizer': None})
 
 
 def test_random_positions_sorted_unique_in_range():
