@@ -30,6 +30,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -429,16 +430,21 @@ def main():
             test[task] = datalib.open_seq2seq(prepare(task), 'test')
             bs = block_size_of(test[task])
             runs += [(task, arm, seed, train_args(task, arm, seed, bs)) for arm in arms for seed in seeds]
-        with ThreadPoolExecutor(jobs) as pool:  # jobs training processes side by side, `threads` threads each
-            dirs = list(pool.map(lambda r: train_run(r[3], out_dir, f'{r[0]}_L{train_len}_{r[1]}_s{r[2]}', threads=threads),
-                                 runs))
-        torch.set_num_threads(threads * jobs)
-        for (task, arm, seed, _), run_dir in zip(runs, dirs):
-            r = evaluate(run_dir, test[task], test[task].ids)
-            results.setdefault(task, {}).setdefault(arm, {})[str(seed)] = r
+        torch.set_num_threads(threads)
+        eval_lock = threading.Lock()
+
+        def train_and_evaluate(run):  # `jobs` of these side by side: a training process, then its evaluation here
+            task, arm, seed, args = run
+            run_dir = train_run(args, out_dir, f'{task}_L{train_len}_{arm}_s{seed}', threads=threads)
+            with eval_lock:  # one evaluation at a time: its seeded position draws stay reproducible
+                r = evaluate(run_dir, test[task], test[task].ids)
             s = summarize({task: {arm: {seed: r}}})[task][arm]
             print(f"   {os.path.basename(run_dir)}: ID {s['id'][0]:.3f}, OOD {s['ood'][0]:.3f} "
                   f"({time.time() - t0:.0f} s so far)", flush=True)
+            return r
+        with ThreadPoolExecutor(jobs) as pool:
+            for (task, arm, seed, _), r in zip(runs, list(pool.map(train_and_evaluate, runs))):
+                results.setdefault(task, {}).setdefault(arm, {})[str(seed)] = r
         train_s = sum(r['train_seconds'] or 0 for e in results.values() for s in e.values() for r in s.values())
         wall = (f"this invocation {time.time() - t0:.0f} s wall (training time of the runs, reused or not: "
                 f"{train_s:.0f} s), threads={threads}")
