@@ -1,5 +1,6 @@
 """Length generalization from scratch: every pos_emb, randomized rope/learned/sinusoidal, ALiBi and the several-M
-check x 3 seeds on copy and reverse, exact match vs length (about 30-45 min wall on 2 CPU cores, jobs=2)."""
+check x 3 seeds on copy and reverse, exact match vs length (about 40 min wall on the
+shared 2-core CPU, jobs=2; docs/pe_lengen.md)."""
 # script: analysis/pe_lengen.py
 # Settings are analysis/pe_lengen.py's; --quick=True shrinks everything to a seconds-long smoke run.
 # Sized for a 2-core CPU: 2 layers x 64, 1000 steps of 32 examples, the one budget for every arm: the smallest
@@ -13,7 +14,8 @@ batch_size = 32
 max_iters = 1000
 learning_rate = 5e-3
 rand_max = 64                 # '+rand' arms: positions from [0, 64), beyond the longest test input (33 tokens)
-m_sweep = [17, 21, 25, 29]    # the several-M check: from the longest training input (17) towards the longest test input
+m_sweep = [21, 25, 29]        # the several-M check, between the longest training input (17 tokens: plain rope's
+                              # positions) and the longest test input (33; rope+rand draws from [0, 64))
 jobs = 2
 threads = 1
 out_dir = 'out/pe_lengen'
