@@ -1,6 +1,5 @@
-"""Length generalization from scratch: every pos_emb, randomized rope/learned/sinusoidal, ALiBi and the several-M
-check x 3 seeds on copy and reverse, exact match vs length (about 40 min wall on the
-shared 2-core CPU, jobs=2; docs/pe_lengen.md)."""
+"""Length generalization from scratch: every pos_emb, randomized positions, the several-M check x 3 seeds (~40 min).
+Copy and reverse, exact match and per-token accuracy vs length, on the shared 2-core CPU with jobs=2 (docs/pe_lengen.md)."""
 # script: analysis/pe_lengen.py
 # Settings are analysis/pe_lengen.py's; --quick=True shrinks everything to a seconds-long smoke run.
 # Sized for a 2-core CPU: 2 layers x 64, 1000 steps of 32 examples, the one budget for every arm: the smallest
