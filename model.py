@@ -690,13 +690,14 @@ class GPT(nn.Module):
         last T. A sequence longer than M thus takes 0..n-1, positions past M included (never seen in training if
         the training sequences fit in M). Cached generation draws the whole length once (GPT.generate)."""
         cfg = self.config
+        rows = cfg.pos_random or cfg.block_size  # learned: the rows of wpe
+        if cfg.pos_kind == 'learned' and start_pos + T > rows:
+            raise ValueError(f"sequence of {start_pos + T} tokens is longer than {'pos_random' if cfg.pos_random else 'block_size'}"
+                             f"={rows}, the limit of learned position embeddings")
         if cfg.pos_random:
             n = start_pos + T
             draw = torch.rand(batch, max(cfg.pos_random, n), device=device).argsort(dim=1)[:, :n]
             return draw.sort(dim=1).values[:, start_pos:]
-        if cfg.pos_kind == 'learned' and start_pos + T > cfg.block_size:
-            raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size={cfg.block_size}, "
-                             f"the limit of learned position embeddings")
         return torch.arange(start_pos, start_pos + T, device=device)
 
     def embed(self, idx, pos=None, prev_emb=None):

@@ -314,6 +314,8 @@ def test_pos_random_refused_where_it_cannot_apply():
         GPTConfig(**TINY, pos_emb='learned', pos_random=8)
     with pytest.raises(ValueError, match="pos_emb='none' has none"):
         GPTConfig(**TINY, pos_emb='none', pos_random=32)
+    with pytest.raises(ValueError, match='sequence of 33 tokens is longer than pos_random=32, the limit of learned'):
+        make(pos_emb='learned', pos_random=32)(torch.zeros(1, 33, dtype=torch.long))  # (its table has 32 rows)
 
 
 def test_alibi_slopes_follow_the_paper():
