@@ -71,12 +71,18 @@ def load_checkpoint(path):
                         f"it is truncated or not a checkpoint")
 
 
-def model_from_checkpoint(ckpt):
-    """(model, tokenizer) from a checkpoint dict: no config file or data dir needed."""
+def saved_model_config(ckpt):
+    """The checkpoint's GPTConfig (flags added since it was written at their defaults); one UserError for a
+    checkpoint this model.py cannot load (e.g. a fixed encoding written under the old input scale)."""
     try:
-        model = GPT(GPTConfig.from_dict(ckpt['model_config']))
+        return GPTConfig.from_dict(ckpt['model_config'])
     except (ValueError, TypeError) as e:
         raise UserError(f"incompatible checkpoint: {e}")
+
+
+def model_from_checkpoint(ckpt):
+    """(model, tokenizer) from a checkpoint dict: no config file or data dir needed."""
+    model = GPT(saved_model_config(ckpt))
     model.load_state_dict(ckpt['model'])
     return model, datalib.get_tokenizer(ckpt['tokenizer'])
 

@@ -412,14 +412,18 @@ def greedy_continuation(model, tokenizer, prompt_ids, answer, max_new):
     cropped). Stops at a newline, or as soon as the text can no longer equal answer + newline."""
     dev = next(model.parameters()).device
     caches = [dict() for _ in model.h]
-    logits = model.lm_head(model.hidden(torch.tensor([prompt_ids], device=dev), 0, caches)[:, -1])
-    out, pos, target = [], len(prompt_ids), answer + '\n'
+    n = len(prompt_ids)
+    # pos_random: one draw of positions for prompt and answer, read slice by slice (as GPT.generate does)
+    span = model.position_ids(0, n + max_new, dev) if model.config.pos_random else None
+    at = lambda a, b: None if span is None else span[..., a:b]  # noqa: E731
+    logits = model.lm_head(model.hidden(torch.tensor([prompt_ids], device=dev), 0, caches, pos=at(0, n))[:, -1])
+    out, pos, target = [], n, answer + '\n'
     for _ in range(max_new):
         out.append(int(logits.argmax(-1)))
         text = tokenizer.decode(out)
         if '\n' in text or not target.startswith(text):
             break
-        logits = model.lm_head(model.hidden(torch.tensor([[out[-1]]], device=dev), pos, caches)[:, -1])
+        logits = model.lm_head(model.hidden(torch.tensor([[out[-1]]], device=dev), pos, caches, pos=at(pos, pos + 1))[:, -1])
         pos += 1
     return tokenizer.decode(out)
 

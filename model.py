@@ -36,9 +36,9 @@ POS_EMB_KINDS = {
     'decimal': 'fixed',
     'decimal_norm': 'fixed',
     'rope': 'rotary',            # rotates queries and keys in attention (rope_cos_sin, apply_rope)
+    'alibi': 'bias',             # a per-head linear bias on the attention logits (alibi_slopes, alibi_bias)
 }
-# Kinds: the four above, and 'bias' (an additive bias on the attention logits), which has no member yet:
-# its member adds one branch where attention builds its mask.
+# Kinds: the five above. pos_random=M (randomized positions) works with every kind that reads positions.
 POS_KINDS = ('none', 'learned', 'fixed', 'rotary', 'bias')
 POS_EMBS = tuple(POS_EMB_KINDS)
 NORMS = ('layernorm', 'rmsnorm')
@@ -72,6 +72,7 @@ class GPTConfig:
     diff_input: bool = False
     n_encoder_layer: int = 0     # 0 = decoder-only
     linear_chunk: int = 64       # attn='linear': training-time chunk length (quadratic only inside a chunk)
+    pos_random: int = 0          # > 0: randomized positions (arXiv 2305.16843), a sorted subset of [0, pos_random)
 
     def __post_init__(self):
         for name in ('block_size', 'n_layer', 'n_head', 'n_embd'):
@@ -113,10 +114,21 @@ class GPTConfig:
                                      f"use the default {flag} or n_encoder_layer=0")
         if self.n_encoder_layer < 0:
             raise ValueError(f"n_encoder_layer must be >= 0 (0 = decoder-only), got {self.n_encoder_layer}")
+        if self.pos_kind == 'bias':  # alibi: causal softmax attention only (the paper's setting)
+            for flag, on in (('attn', self.attn == 'linear'), ('n_encoder_layer', self.n_encoder_layer > 0)):
+                if on:
+                    raise ValueError(f"pos_emb='alibi' does not combine with {flag}={getattr(self, flag)!r}: its bias is "
+                                     f"defined on causal softmax logits; use attn='softmax' or 'diff', n_encoder_layer=0")
+        if self.pos_random:  # pos_random: the learned table needs a row for every position a sequence can take
+            if self.pos_kind == 'learned' and self.pos_random < self.block_size:
+                raise ValueError(f"pos_random={self.pos_random} with pos_emb='learned' must be >= block_size={self.block_size}: "
+                                 f"the table has pos_random rows and a sequence of block_size tokens reaches row block_size-1")
+            if self.pos_kind == 'none':
+                raise ValueError("pos_random needs an encoding that reads positions; pos_emb='none' has none")
 
     @property
     def pos_kind(self):
-        """How pos_emb enters the model: 'none', 'learned', 'fixed', 'rotary' (POS_EMB_KINDS)."""
+        """How pos_emb enters the model: 'none', 'learned', 'fixed', 'rotary', 'bias' (POS_EMB_KINDS)."""
         return POS_EMB_KINDS[self.pos_emb]
 
     @property
@@ -132,6 +144,10 @@ class GPTConfig:
         if extra:
             raise ValueError(f"checkpoint config has keys this model.py does not know: {extra}; "
                              f"it was written by an incompatible version")
+        if 'pos_random' not in d and POS_EMB_KINDS.get(d.get('pos_emb')) == 'fixed':  # before pos_random: old scale
+            raise ValueError(f"this checkpoint (pos_emb={d.get('pos_emb')!r}) was written before the common input scale "
+                             f"of fixed encodings (model.py, pos_emb block); its weights expect the old sqrt(n_embd) "
+                             f"rule: retrain it")
         return cls(**d)
 
     def to_dict(self):
@@ -160,6 +176,24 @@ def make_norm(config, dim):
 
 # ----------------------------------------------------------------------------- pos_emb
 # Fixed additive encodings are defined for any position, so evaluation past block_size works.
+#
+# The input scale (one rule for every additive encoding): at init the position part enters at the same RMS per
+# element as the token part, and every arm's stack input is on one scale. The token part is wte(idx) as
+# initialised, N(0, 0.02) (no sqrt(d) factor); learned wpe is N(0, 0.02) too; a fixed table is multiplied by
+# one constant c = 0.02 / RMS(table over positions 0..block_size-1, all dims) (fixed_position_scale), computed
+# from the config alone, so training, evaluation past block_size and the cached path use the same c. The
+# token/position RMS ratio is then 1 at init for every fixed encoding and width, while the tables keep their
+# shapes (raw binary/decimal keep their offset, the _norm variants are centred). Why: the old rule (tokens x
+# sqrt(d), raw table) put the table 3-6x above the tokens, differently per encoding, which confounded every
+# comparison among encodings. Checkpoints of a fixed encoding written under the old rule are refused
+# (GPTConfig.from_dict): their weights were trained for the other scale.
+
+def fixed_position_scale(config):
+    """c = 0.02 / RMS of the fixed table over positions 0..block_size-1: the table's RMS equals wte's init std."""
+    table = fixed_position_encoding(config.pos_emb, torch.arange(config.block_size), config.n_embd)
+    rms = table.double().pow(2).mean().sqrt().item()
+    return 0.02 / rms if rms > 0 else 1.0  # (binary at block_size=1 is all zeros: nothing to scale)
+
 
 def fixed_position_encoding(kind, pos, dim):
     """(len(pos), dim) float table for the fixed additive encodings; pos is a 1-D long tensor."""
@@ -188,9 +222,11 @@ def fixed_position_encoding(kind, pos, dim):
 
 
 def rope_cos_sin(pos, head_dim, theta):
-    """cos/sin tables (T, head_dim/2) for rotary embeddings at the given positions."""
+    """cos/sin tables (T, head_dim/2) for rotary embeddings at positions pos (T,); pos (B, T) gives (B, 1, T, hd/2)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim))
-    angles = pos.float()[:, None] * inv_freq[None, :]
+    angles = pos.float()[..., None] * inv_freq
+    if pos.dim() == 2:  # pos_random: positions per sequence, broadcast over heads
+        angles = angles[:, None]
     return angles.cos(), angles.sin()
 
 
@@ -199,6 +235,30 @@ def apply_rope(x, cos, sin):
     x1, x2 = x.chunk(2, dim=-1)
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+# pos_emb='alibi' (Press et al. 2022, arXiv 2108.12409): logit(i, j) += -m_h * (p_i - p_j) for key j <= query i,
+# with positions p from GPT.position_ids (pos_random: the distances of the random positions, still >= 0 since
+# they are sorted). Slopes: for n heads a power of 2, m_h = 2^(-8h/n), h = 1..n; otherwise the n0 = 2^floor(log2 n)
+# slopes of n0 heads, then every other slope of 2*n0 heads for the rest (the paper's rule).
+
+def alibi_slopes(n_head):
+    """(n_head,) float tensor of the ALiBi head slopes."""
+    def pow2(n):
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+    n0 = 2 ** int(math.floor(math.log2(n_head)))
+    return torch.tensor(pow2(n0) + pow2(2 * n0)[0::2][:n_head - n0])
+
+
+def alibi_bias(slopes, qpos, kpos):
+    """(1 or B, H, T, S) bias -m_h * (qpos_i - kpos_j) with -inf where key j is after query i (causality by index:
+    the T queries are the last T of the S keys). qpos (T,) or (B, T), kpos (S,) or (B, S)."""
+    T, S = qpos.size(-1), kpos.size(-1)
+    dist = (qpos[..., :, None] - kpos[..., None, :]).float()
+    dist = dist if dist.dim() == 3 else dist[None]
+    bias = -slopes.to(qpos.device)[None, :, None, None] * dist[:, None]
+    causal = torch.ones(T, S, dtype=torch.bool, device=qpos.device).tril(S - T)
+    return bias.masked_fill(~causal, float('-inf'))
 
 
 # ----------------------------------------------------------------------------- ngpt
@@ -267,16 +327,20 @@ class CausalSelfAttention(nn.Module):
             self.sqk = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
         self.rec = None  # set by GPT.record(): a dict to store attention weights in
         self.attn, self.linear_chunk = config.attn, config.linear_chunk
+        # alibi: one slope per head (attn='diff': both maps of a head share it); not a parameter or buffer
+        self.alibi = (alibi_slopes(config.n_head).repeat_interleave(self.n_qk_head // config.n_head)
+                      if config.pos_kind == 'bias' else None)
 
-    def forward(self, x, rope=None, cache=None):
+    def forward(self, x, pe=None, cache=None):
+        """pe: what attention reads of the positions (GPT.attention_pe): rope's (cos, sin), alibi's positions."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k = (t.view(B, T, self.n_qk_head, self.head_dim).transpose(1, 2) for t in (q, k))
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if pe is not None and self.alibi is None:
+            q, k = apply_rope(q, *pe), apply_rope(k, *pe)
         if self.ngpt:  # softmax scale sqrt(hd) instead of 1/sqrt(hd): folded into q, so every path below is shared
             sqk = ngpt_scaled(self.sqk, 1.0, self.base_scale).view(1, self.n_qk_head, 1, self.head_dim)
             q, k = sqk * F.normalize(q, dim=-1) * self.head_dim, sqk * F.normalize(k, dim=-1)
@@ -297,12 +361,21 @@ class CausalSelfAttention(nn.Module):
         S = k.size(2)
         if self.diff:  # both halves of a head read the head's values: one SDPA call over 2*n_head maps
             v = v.repeat_interleave(2, dim=1)
+        bias = None
+        if self.alibi is not None:  # alibi: the keys' positions travel in the cache with the keys
+            kpos = pe
+            if cache is not None:
+                kpos = pe if 'kpos' not in cache else torch.cat((cache['kpos'].expand(*pe.shape[:-1], -1), pe), -1)
+                cache['kpos'] = kpos
+            bias = alibi_bias(self.alibi, pe, kpos).to(q.dtype)  # causality included (-inf)
         if self.rec is not None:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-            att = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+            att = (att + bias if bias is not None else att.masked_fill(~mask, float('-inf'))).softmax(dim=-1)
             self.rec[f'{self.name}.attn'] = att.detach()
             y = att @ v
+        elif bias is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
         elif T == S:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                dropout_p=self.dropout if self.training else 0.0)
@@ -435,11 +508,11 @@ class Block(nn.Module):
             self.attn_alpha = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
             self.mlp_alpha = nn.Parameter(torch.full((config.n_embd,), self.base_scale))
 
-    def forward(self, x, rope=None, cache=None):
+    def forward(self, x, pe=None, cache=None):
         if self.ngpt:  # h <- norm(h + alpha * (norm(block(h)) - h)), for attention then MLP
-            x = ngpt_step(x, self.attn(x, rope, cache), ngpt_scaled(self.attn_alpha, 0.05, self.base_scale))
+            x = ngpt_step(x, self.attn(x, pe, cache), ngpt_scaled(self.attn_alpha, 0.05, self.base_scale))
             return ngpt_step(x, self.mlp(x), ngpt_scaled(self.mlp_alpha, 0.05, self.base_scale))
-        x = x + self.attn(self.ln_1(x), rope, cache)
+        x = x + self.attn(self.ln_1(x), pe, cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -518,8 +591,8 @@ class DecoderBlock(Block):
         self.ln_x = make_norm(config, config.n_embd)
         self.cross = EncDecAttention(config, f'layer{i}.cross')
 
-    def forward(self, x, rope=None, cache=None, mem=None, mem_mask=None):
-        x = x + self.attn(self.ln_1(x), rope, cache)
+    def forward(self, x, pe=None, cache=None, mem=None, mem_mask=None):
+        x = x + self.attn(self.ln_1(x), pe, cache)
         x = x + self.cross(self.ln_x(x), mem, mem_mask, cache=cache)
         return x + self.mlp(self.ln_2(x))
 
@@ -541,7 +614,7 @@ def encode_source(model, src, caches=None):
     if src is None:
         raise ValueError(f"this encoder-decoder model (n_encoder_layer={model.config.n_encoder_layer}) needs src=")
     mask = src >= 0
-    pos = model.position_ids(0, src.size(1), src.device)
+    pos = model.position_ids(0, src.size(1), src.device, src.size(0))
     x, _ = model.embed(src.clamp(min=0), pos)
     rope = model.rope_tables(pos)
     for block in model.enc:
@@ -575,8 +648,10 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         if config.pos_kind == 'learned':  # (the other kinds have no parameters; rope's tables come per call)
-            self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        elif config.pos_kind not in ('none', 'fixed', 'rotary'):
+            self.wpe = nn.Embedding(config.pos_random or config.block_size, config.n_embd)  # pos_random: M rows
+        elif config.pos_kind == 'fixed':  # the common input scale (pos_emb block above)
+            self.pos_scale = fixed_position_scale(config)
+        elif config.pos_kind not in ('none', 'rotary', 'bias'):
             raise unhandled_pos_kind(config.pos_emb, 'GPT')
         # diff_input: the stack sees e_t - e_(t-1) (e_(-1) = learned start vector s, init 0);
         # the plain embedding e_t is added back after the final norm, before the LM head.
@@ -607,19 +682,29 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # ------------------------------------------------------------------ forward
-    def position_ids(self, start_pos, T, device):
+    def position_ids(self, start_pos, T, device, batch=1):
         """Positions of T tokens from start_pos on: the one place positions are made. The additive tables
-        (embed) and rope (rope_tables) read these ids, so a position scheme changes this function only."""
-        if self.config.pos_kind == 'learned' and start_pos + T > self.config.block_size:
-            raise ValueError(f"sequence of {start_pos + T} tokens is longer than block_size={self.config.block_size}, "
-                             f"the limit of learned position embeddings")
+        (embed), rope (rope_tables) and alibi read these ids, so a position scheme changes this function only.
+        pos_random=M: each of the batch sequences gets a sorted random subset of start_pos + T distinct positions
+        of [0, max(M, start_pos + T)) (Ruoss et al. 2023), in training and evaluation alike; returns (batch, T), its
+        last T. A sequence longer than M thus takes 0..n-1, positions past M included (never seen in training if
+        the training sequences fit in M). Cached generation draws the whole length once (GPT.generate)."""
+        cfg = self.config
+        rows = cfg.pos_random or cfg.block_size  # learned: the rows of wpe
+        if cfg.pos_kind == 'learned' and start_pos + T > rows:
+            raise ValueError(f"sequence of {start_pos + T} tokens is longer than {'pos_random' if cfg.pos_random else 'block_size'}"
+                             f"={rows}, the limit of learned position embeddings")
+        if cfg.pos_random:
+            n = start_pos + T
+            draw = torch.rand(batch, max(cfg.pos_random, n), device=device).argsort(dim=1)[:, :n]
+            return draw.sort(dim=1).values[:, start_pos:]
         return torch.arange(start_pos, start_pos + T, device=device)
 
     def embed(self, idx, pos=None, prev_emb=None):
         """Input of the stack for tokens idx at positions pos (default position_ids from 0), and the plain
         token embeddings."""
         cfg = self.config
-        pos = self.position_ids(0, idx.size(1), idx.device) if pos is None else pos
+        pos = self.position_ids(0, idx.size(1), idx.device, idx.size(0)) if pos is None else pos
         e = self.wte(idx)
         x = e
         if cfg.diff_input:
@@ -630,10 +715,10 @@ class GPT(nn.Module):
         kind = cfg.pos_kind
         if kind == 'learned':
             x = x + self.wpe(pos)
-        elif kind == 'fixed':
-            # fixed encodings are O(1) per element: scale token embeddings by sqrt(d) to match
-            x = x * math.sqrt(cfg.n_embd) + fixed_position_encoding(cfg.pos_emb, pos, cfg.n_embd).to(x.dtype)
-        elif kind not in ('none', 'rotary'):  # (rotary enters in attention, through rope_tables)
+        elif kind == 'fixed':  # the common input scale: table x pos_scale, tokens as they are (pos_emb block)
+            table = fixed_position_encoding(cfg.pos_emb, pos.reshape(-1), cfg.n_embd).view(*pos.shape, cfg.n_embd)
+            x = x + (self.pos_scale * table).to(x.dtype)
+        elif kind not in ('none', 'rotary', 'bias'):  # (rotary and bias enter in attention, through attention_pe)
             raise unhandled_pos_kind(cfg.pos_emb, 'GPT.embed')
         return self.drop(x), e
 
@@ -643,15 +728,21 @@ class GPT(nn.Module):
             return None
         return rope_cos_sin(pos, self.config.qk_head_dim, self.config.rope_theta)
 
-    def hidden(self, idx, start_pos=0, caches=None, src=None):
-        """Final hidden states (B, T, C) before the LM head."""
+    def attention_pe(self, pos):
+        """What decoder attention reads of the positions: rotary (cos, sin) tables, bias (alibi) the positions
+        themselves, the other kinds nothing (None)."""
+        return pos if self.config.pos_kind == 'bias' else self.rope_tables(pos)
+
+    def hidden(self, idx, start_pos=0, caches=None, src=None, pos=None):
+        """Final hidden states (B, T, C) before the LM head. pos: the tokens' positions (default
+        position_ids(start_pos, T)); GPT.generate passes slices of one draw when positions are random."""
         enc = encode_source(self, src, caches) if (src is not None or self.config.n_encoder_layer) else {}
         prev_emb = caches[0].get('prev_emb') if caches else None
-        pos = self.position_ids(start_pos, idx.size(1), idx.device)
+        pos = self.position_ids(start_pos, idx.size(1), idx.device, idx.size(0)) if pos is None else pos
         x, e = self.embed(idx, pos, prev_emb)
-        rope = self.rope_tables(pos)
+        pe = self.attention_pe(pos)
         for i, block in enumerate(self.h):
-            x = block(x, rope, caches[i] if caches else None, **enc)
+            x = block(x, pe, caches[i] if caches else None, **enc)
         x = self.ln_f(x)
         if self.config.diff_input:
             x = x + e
@@ -659,8 +750,8 @@ class GPT(nn.Module):
                 caches[0]['prev_emb'] = e[:, -1:]
         return x
 
-    def forward(self, idx, targets=None, src=None):
-        logits = self.lm_head(self.hidden(idx, src=src))
+    def forward(self, idx, targets=None, src=None, pos=None):
+        logits = self.lm_head(self.hidden(idx, src=src, pos=pos))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
@@ -697,7 +788,10 @@ class GPT(nn.Module):
         out = idx
         out_ctx = out[:, -bs:]  # a prompt longer than the context keeps its last block_size tokens
         caches = [dict() for _ in self.h]
-        logits = self.lm_head(self.hidden(out_ctx, 0, caches, src)[:, -1])
+        # positions of the whole window drawn once (position_ids), read slice by slice: equal to the full forward
+        span = lambda n, more: self.position_ids(0, min(n + more, bs), idx.device, idx.size(0))  # noqa: E731
+        pos = span(out_ctx.size(1), max_new_tokens - 1)  # (the last sampled token is never fed back)
+        logits = self.lm_head(self.hidden(out_ctx, 0, caches, src, pos[..., :out_ctx.size(1)])[:, -1])
         cur_len = out_ctx.size(1)
         for i in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, generator)
@@ -709,10 +803,11 @@ class GPT(nn.Module):
             if cur_len + 1 > bs:  # context full: re-encode the last half of the window
                 keep = out[:, -(bs // 2):]
                 caches = [dict() for _ in self.h]
-                logits = self.lm_head(self.hidden(keep, 0, caches, src)[:, -1])
+                pos = span(keep.size(1), max_new_tokens - 2 - i)
+                logits = self.lm_head(self.hidden(keep, 0, caches, src, pos[..., :keep.size(1)])[:, -1])
                 cur_len = keep.size(1)
             else:
-                logits = self.lm_head(self.hidden(nxt, cur_len, caches, src)[:, -1])
+                logits = self.lm_head(self.hidden(nxt, cur_len, caches, src, pos[..., cur_len:cur_len + 1])[:, -1])
                 cur_len += 1
         return out
 

@@ -24,7 +24,8 @@ import configurator
 from configurator import Each, Match, OneOf, Range, Text, UserError
 import data as datalib
 from model import ATTNS, GPT, GPTConfig, MLPS, NORMS, POS_EMBS
-from checkpoint import init_weights_from, load_checkpoint, save_checkpoint, save_error_message
+from checkpoint import (init_weights_from, load_checkpoint, save_checkpoint, save_error_message,
+                        saved_model_config)
 from optim import OPTIMIZERS, build_optimizer
 from common import (RunStopped, catch_stop_signals, ensure_data, fsdp_shard, full_state, peak_flops_of,
                     setup_distributed, shard_optimizer_state, to_device)
@@ -66,14 +67,14 @@ ngpt: bool = False
 diff_input: bool = False
 n_encoder_layer: Range(0) = 0
 linear_chunk: Range(1) = 64  # attn='linear': chunk length of the training-time computation
+pos_random: Range(0) = 0  # > 0: randomized positions, a sorted random subset of [0, pos_random) per sequence
 # batches and length of training
 batch_size: Range(1) = 16  # micro batch per rank
 grad_accum: Range(1) = 1  # micro steps per optimizer step (per rank)
 global_batch_tokens: Range(0) = 0  # if > 0, grad_accum is computed from it
 max_iters: Range(1) = 1000
 max_tokens: Range(0) = 0  # if > 0, max_iters = ceil(max_tokens / tokens per step)
-stop_after: Range(0) = 0  # > 0: end this invocation after this step with a checkpoint (time-sliced jobs);
-                             # the schedule still spans the whole run, and init_from='resume' goes on
+stop_after: Range(0) = 0  # > 0: stop here with a checkpoint (time-sliced jobs); the schedule spans the whole run
 # optimizer and schedule
 optimizer: OneOf(OPTIMIZERS) = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
 learning_rate: Range(0, lo_open=True) = 6e-4  # AdamW's (with muon: embeddings, head, norms, biases, vectors)
@@ -121,9 +122,7 @@ beta: Range(0, lo_open=True) = 0.1  # scale of the implicit rewards beta * (log 
 length_normalize: bool = False  # average response log-probs over response tokens instead of summing them
 seq_max_len: Range(0) = 0  # prompt + response tokens per sequence; longer ones lose prompt tokens from
                              # the left, never response tokens (0 = block_size + 1: inputs fill block_size)
-RULES = [  # relations between settings, checked with the declarations (configurator.check_declared)
-    ('min_lr <= learning_rate', 'the schedule decays from learning_rate down to min_lr'),
-]
+RULES = [('min_lr <= learning_rate', 'the schedule decays from learning_rate down to min_lr')]  # (check_declared)
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
@@ -206,8 +205,9 @@ def build_model(cfg, run_dir, ckpt_path, hf_init, device_type, dev, master, fsdp
             raise UserError(f"init_from='resume' but {run_dir} has no checkpoint (ckpt/last.pt); "
                             f"start it with init_from='scratch'")
         ckpt = load_checkpoint(ckpt_path)
-        if ckpt['model_config'] != model_cfg:
-            changed = [k for k in model_cfg if ckpt['model_config'].get(k) != model_cfg[k]]
+        saved = saved_model_config(ckpt).to_dict()  # (flags added since the checkpoint: their defaults)
+        if saved != model_cfg:
+            changed = [k for k in model_cfg if saved.get(k) != model_cfg[k]]
             raise UserError(f"cannot resume {run_dir}: model flags changed ({', '.join(changed)})")
     try:
         model = GPT(GPTConfig(**model_cfg))

@@ -17,7 +17,8 @@ import torch  # noqa: E402
 
 import configurator  # noqa: E402
 from configurator import Each, OneOf, Range, Text  # noqa: E402
-from model import POS_EMB_KINDS, POS_EMBS, fixed_position_encoding, rope_cos_sin, unhandled_pos_kind  # noqa: E402
+from model import (POS_EMB_KINDS, POS_EMBS, alibi_slopes, fixed_position_encoding, rope_cos_sin,  # noqa: E402
+                   unhandled_pos_kind)
 from analysis.study import pyplot  # noqa: E402
 
 positions: Range(1) = 256
@@ -40,6 +41,8 @@ def encoding_table(name, n_pos, d, learned=None, head=64, theta=10000.0):
         return None if learned is None else learned[:n_pos].float()
     if kind == 'fixed':
         return fixed_position_encoding(name, pos, d)
+    if kind == 'bias':  # alibi: the bias a query at the last position adds to the key at each position, 8 heads
+        return -(n_pos - 1 - pos.float())[:, None] * alibi_slopes(8)[None, :]
     if kind == 'none':
         return None
     raise unhandled_pos_kind(name, 'analysis/pe_encodings.py')

@@ -1,6 +1,14 @@
 """Length generalization from scratch: small decoder-only models trained only on digit-string tasks
-(prepare/lengen.py: copy, reverse, sort) of lengths 1..L, one per pos_emb encoding, task and seed;
-greedy exact match at every length 1..2L; attention entropy by query position as a mechanism check.
+(prepare/lengen.py: copy, reverse, sort) of lengths 1..L, one per arm, task and seed; greedy exact match
+at every length 1..2L; attention entropy by query position as a mechanism check.
+
+Arms: every pos_emb encoding, and '<encoding>+rand' = that encoding trained with randomized positions
+(pos_random=rand_max, Ruoss et al. 2023). The several-M check: 'rope+rand<M>' for each M in m_sweep, with M
+between the longest training input (2L+1 tokens) and the longest test input (4L+1): if unseen positions cause
+the failure, exact match falls where the test inputs outgrow M (lengths n with 2n+1 > M; past M a sequence
+takes the plain positions 0..n-1, see GPT.position_ids). Randomized arms are evaluated with random positions too
+(the paper's procedure): greedy decoding of the answer only, positions drawn once for max(2n+1, 2L+1) tokens,
+the length a training batch draws for (batches are padded to their longest example, 2L+1 tokens).
 
     ./launcher.sh pe_lengen                      # = python analysis/pe_lengen.py config/pe_lengen.py
     ./launcher.sh pe_lengen --quick=True         # seconds: tiny models, a few steps (smoke test)
@@ -22,7 +30,9 @@ import json
 import math
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -35,12 +45,15 @@ from configurator import Each, OneOf, Range, Text  # noqa: E402
 import data as datalib  # noqa: E402
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from analysis.study import fmt, mean_std, read_metrics, run_script, train_run  # noqa: E402
-from model import POS_EMBS  # noqa: E402
+from model import POS_EMB_KINDS, POS_EMBS  # noqa: E402
 sys.path.insert(0, os.path.join(ROOT, 'prepare'))
 from lengen import TASKS  # noqa: E402  prepare/lengen.py
 
+RAND = tuple(f'{p}+rand' for p in POS_EMBS if POS_EMB_KINDS[p] != 'none')  # randomized arms (pos_random=rand_max)
 tasks: Each(OneOf(TASKS), min_len=1) = ['copy', 'reverse']
-encodings: Each(OneOf(POS_EMBS), min_len=1) = list(POS_EMBS)  # default: every encoding model.py declares
+encodings: Each(OneOf(POS_EMBS + RAND), min_len=1) = list(POS_EMBS) + ['rope+rand', 'learned+rand', 'sinusoidal+rand']
+rand_max: Range(1) = 64          # M of the '+rand' arms: positions drawn from [0, M); >= the longest test input
+m_sweep: Each(Range(1)) = [21, 25, 29]  # the several-M check: 'rope+rand<M>' arms ([] = none)
 seeds: Each(Range(0), min_len=1) = [1, 2, 3]
 train_len: Range(1) = 8          # L: trained on lengths 1..L, tested on 1..2L
 n_train: Range(1) = 50000        # training examples per task (prepare/lengen.py)
@@ -57,8 +70,32 @@ data_root: Text('folder of data sets') = 'data'
 out_dir: Text('folder for the runs and results') = 'out/pe_lengen'
 figures_dir: Text('folder for the figures') = 'figures/pe_lengen'
 threads: Range(1) = 1            # torch threads per process (the CPU is often shared)
+jobs: Range(1) = 1               # training runs side by side (each with `threads` threads)
 quick: bool = False              # tiny models and a few steps: the whole study in seconds (tests)
 figures_only: bool = False       # redo the table and figures from <out_dir>/results.json (no training)
+RULES = [('rand_max >= 4 * train_len + 1', 'the +rand arms draw every test input (up to 4L+1 tokens) from [0, rand_max)')]
+
+
+PAPERS = """The papers beside (what they measure, not reproduced numbers):
+- Ruoss et al. 2023 (arXiv 2305.16843): randomized positions raise test accuracy by 12.0% on average over 15
+  algorithmic tasks (incl. duplicate and reverse string), test lengths far past training; their metric is
+  per-token accuracy averaged over the OOD lengths (our 'OOD per-token' column).
+- Kazemnejad et al. 2023 (arXiv 2305.19466): on small decoder-only models trained from scratch, NoPE
+  length-generalizes as well as or better than the explicit encodings (copy and reverse among the tasks);
+  their metric is exact match (our 'ID'/'OOD' columns).
+- Press et al. 2022 (arXiv 2108.12409): ALiBi extrapolates in language-model perplexity (trained on 1024 tokens,
+  evaluated on longer inputs); no algorithmic tasks, so only the direction of the claim compares here.
+"""
+
+
+def arm_spec(arm):
+    """'rope' -> ('rope', 0); 'rope+rand' -> ('rope', rand_max); 'rope+rand21' -> ('rope', 21)."""
+    pe, _, m = arm.partition('+rand')
+    return pe, (int(m) if m else rand_max) if '+rand' in arm else 0
+
+
+def sweep_arms():
+    return [f'rope+rand{m}' for m in m_sweep]
 
 
 def data_dir_of(task):
@@ -83,9 +120,10 @@ def block_size_of(recs):
     return max(len(recs[i]['src']) + len(recs[i]['tgt']) + 1 for i in range(len(recs)))
 
 
-def train_args(task, enc, seed, block_size):
+def train_args(task, arm, seed, block_size):
+    pe, m = arm_spec(arm)
     return [f'--data={os.path.basename(data_dir_of(task))}', f'--data_root={data_root}', '--objective=seq2seq',
-            f'--pos_emb={enc}', f'--seed={seed}', '--vocab_size=16', f'--block_size={block_size}',
+            f'--pos_emb={pe}', f'--pos_random={m}', f'--seed={seed}', '--vocab_size=16', f'--block_size={block_size}',
             f'--n_layer={n_layer}', f'--n_head={n_head}', f'--n_embd={n_embd}', f'--batch_size={batch_size}',
             f'--max_iters={max_iters}', f'--learning_rate={learning_rate}', f'--min_lr={learning_rate / 10}',
             f'--warmup_iters={warmup_iters}', '--weight_decay=0.0', f'--eval_interval={max(max_iters // 2, 1)}',
@@ -115,7 +153,9 @@ def exact_match_by_length(model, recs, eot_id, sep_id, batch=256):
             rows = [recs[i] for i in idx[j:j + batch]]
             x = torch.tensor([[int(t) for t in r['src']] + [sep_id] for r in rows])
             want = torch.tensor([[int(t) for t in r['tgt']] + [eot_id] for r in rows])
-            gen = model.generate(x, max(model.config.block_size - n, m + 1), temperature=0)[:, n + 1:]
+            # pos_random: the answer only, with positions for max(2n+1, 2L+1) tokens (module docstring)
+            new = max(m + 1, 2 * train_len + 1 - n) if model.config.pos_random else max(model.config.block_size - n, m + 1)
+            gen = model.generate(x, new, temperature=0)[:, n + 1:]
             same = gen[:, :m + 1] == want
             hits += int(same.all(1).sum())
             correct += int(same.sum())
@@ -153,6 +193,7 @@ def evaluate(run_dir, recs, ids):
         if res.get('n_test') == len(recs) and 'answer_len' in res:
             return res
     model, _ = model_from_checkpoint(load_checkpoint(run_dir))
+    torch.manual_seed(0)  # pos_random: the evaluation's position draws are reproducible
     by_len = exact_match_by_length(model, recs, ids['eot'], ids['sep'])
     res = {'n_test': len(recs), 'acc': {str(n): v[0] / v[1] for n, v in by_len.items()},
            'token_acc': {str(n): v[2] / v[3] for n, v in by_len.items()},
@@ -174,28 +215,30 @@ def summarize(results):
     out = {}
     for task, encs in results.items():
         for enc, per_seed in encs.items():
-            s = out.setdefault(task, {}).setdefault(enc, {'id': [], 'ood': [], 'ood_tok': []})
+            s = out.setdefault(task, {}).setdefault(enc, {'id': [], 'ood': [], 'id_tok': [], 'ood_tok': []})
             for r in per_seed.values():
                 acc = {int(n): a for n, a in r['acc'].items()}
                 s['id'].append(float(np.mean([a for n, a in acc.items() if n <= train_len])))
                 s['ood'].append(float(np.mean([a for n, a in acc.items() if train_len < n <= 2 * train_len])))
                 s['ood_tok'].append(float(np.mean([a for n, a in r['token_acc'].items()
                                                    if train_len < int(n) <= 2 * train_len])))
+                s['id_tok'].append(float(np.mean([a for n, a in r['token_acc'].items() if int(n) <= train_len])))
     return out
 
 
 def table(summary, wall):
     encs = list(next(iter(summary.values())))
     n = len(next(iter(next(iter(summary.values())).values()))['id'])
-    head = ['pos_emb'] + [f'{t} {s}' for t in summary for s in (f'ID (1..{train_len})', f'OOD ({train_len + 1}..{2 * train_len})',
-                                                                f'OOD per-token')]
+    head = ['arm'] + [f'{t} {s}' for t in summary for s in (f'ID (1..{train_len})', f'OOD ({train_len + 1}..{2 * train_len})',
+                                                            'ID per-token', 'OOD per-token')]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for e in encs:
-        lines.append('| ' + ' | '.join([e] + [fmt(summary[t][e][s]) for t in summary for s in ('id', 'ood', 'ood_tok')]) + ' |')
+        lines.append('| ' + ' | '.join([e] + [fmt(summary[t][e][s]) for t in summary for s in ('id', 'ood', 'id_tok', 'ood_tok')])
+                     + ' |')
     return (f"Greedy exact match, mean ± std over {n} seeds ({n_test} test examples per length; ID = mean over "
-            f"lengths 1..{train_len}, OOD = mean over lengths {train_len + 1}..{2 * train_len}; OOD per-token = the "
+            f"lengths 1..{train_len}, OOD = mean over lengths {train_len + 1}..{2 * train_len}; per-token = the "
             f"fraction of answer positions, [EOT] included, where the greedy output has the right token; chance "
-            f"about 0.1). "
+            f"about 0.1; '+rand' = randomized positions from [0, {rand_max}), '+rand<M>' from [0, M)). "
             f"Model {n_layer} layers x {n_embd} wide, {n_head} heads, {max_iters} steps of {batch_size} examples, "
             f"lr {learning_rate}; {wall}.\n\n" + '\n'.join(lines) + '\n')
 
@@ -248,8 +291,17 @@ def plot(results, summary):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     os.makedirs(figures_dir, exist_ok=True)
-    encs = list(next(iter(results.values())))
-    colors = {e: plt.cm.tab10(i % 10) for i, e in enumerate(encs)}
+
+    def save(fig, name):
+        fig.tight_layout()
+        p = os.path.join(figures_dir, name)
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        return p
+    every = list(next(iter(results.values())))
+    sweep = [e for e in every if arm_spec(e)[1] and e != f'{arm_spec(e)[0]}+rand']  # the several-M arms
+    encs = [e for e in every if e not in sweep]
+    colors = {e: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i - 10) for i, e in enumerate(encs)}
     # accuracy vs length: one panel per (task, encoding); mean over seeds, min..max band, L marked
     ncol = min(len(encs), 3)
     nrow = math.ceil(len(encs) / ncol)
@@ -276,11 +328,7 @@ def plot(results, summary):
             ax.set_ylabel('accuracy')
         axes.flat[0].legend(fontsize=7, loc='lower left')
         fig.suptitle(f"{task}: greedy decoding accuracy vs length, trained on lengths 1..{train_len}")
-        fig.tight_layout()
-        p = os.path.join(figures_dir, f'accuracy_vs_length_{task}.png')
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save(fig, f'accuracy_vs_length_{task}.png'))
     # mechanism: attention entropy by query position, inputs of length L (trained) and 2L, band over seeds
     for task, per_enc in results.items():
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), sharex=True, sharey=True, squeeze=False)
@@ -305,11 +353,7 @@ def plot(results, summary):
         axes.flat[0].legend(fontsize=6.5, loc='upper left')
         fig.suptitle(f"{task}: attention entropy by query position (mean over heads, layers, {mech_examples} examples; "
                      f"line = mean of seeds, band = min..max)", fontsize=10)
-        fig.tight_layout()
-        p = os.path.join(figures_dir, f'attention_entropy_{task}.png')
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save(fig, f'attention_entropy_{task}.png'))
     # where the greedy answer stops: median answer length (tokens before the first [EOT]) by input length,
     # one panel per encoding, one line per task
     bs = 4 * train_len + 1
@@ -337,11 +381,30 @@ def plot(results, summary):
     fig.suptitle(f"Where the greedy answer stops: tokens before the first [EOT], trained on n ≤ {train_len} (dotted)\n"
                  f"median over examples (no [EOT] counts as the rest of the context); line = mean of seeds, "
                  f"band = min..max", fontsize=9)
-    fig.tight_layout()
-    p = os.path.join(figures_dir, 'answer_length.png')
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(save(fig, 'answer_length.png'))
+    if sweep:  # the cited reason: exact match vs length for rope trained with several M; predicted cliff at 2n+1 > M
+        lines = [e for e in ('rope', *sweep, 'rope+rand') if e in every]
+        lens = np.arange(1, 2 * train_len + 1)
+        fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), sharey=True, squeeze=False)
+        cmap = plt.cm.viridis(np.linspace(0, 0.9, len(lines)))
+        for ax, (task, per_arm) in zip(axes[0], results.items()):
+            for c, arm in zip(cmap, lines):
+                a = np.array([[r['acc'][str(n)] for n in lens] for r in per_arm[arm].values()])
+                m = arm_spec(arm)[1]
+                label = 'rope, plain positions' if not m else f'rope, random positions in [0, {m})'
+                ax.fill_between(lens, a.min(0), a.max(0), color=c, alpha=0.2)
+                ax.plot(lens, a.mean(0), color=c, lw=2, marker='.', label=label)
+                if m and (m - 1) / 2 < lens[-1]:  # longest length whose input (2n+1 tokens) fits in [0, M)
+                    ax.axvline((m - 1) / 2 + 0.5, color=c, ls=':', lw=1.5)
+            ax.axvline(train_len + 0.5, color='k', ls='--', lw=1, label=f'training lengths ≤ {train_len}')
+            ax.set_title(f'{task}', fontsize=10)
+            ax.set_xlabel('length n (digits)')
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel('greedy exact match (mean of seeds, band min..max)')
+        axes[0, 0].legend(fontsize=7, loc='lower left')
+        fig.suptitle(f'Does the cliff move with M? rope trained on lengths 1..{train_len} with random positions from '
+                     f'[0, M)\ndotted: predicted cliff, the first length whose input (2n+1 tokens) outgrows M', fontsize=9)
+        paths.append(save(fig, 'cliff_vs_M.png'))
     return paths
 
 
@@ -361,20 +424,27 @@ def main():
             saved = json.load(f)
         results, wall = saved['results'], saved['wall']
     else:
-        results = {}
+        results, runs, test = {}, [], {}
+        arms = list(dict.fromkeys(encodings + sweep_arms()))
         for task in tasks:
-            d = prepare(task)
-            recs = datalib.open_seq2seq(d, 'test')
-            bs = block_size_of(recs)
-            for enc in encodings:
-                for seed in seeds:
-                    name = f'{task}_L{train_len}_{enc}_s{seed}'
-                    run_dir = train_run(train_args(task, enc, seed, bs), out_dir, name, threads=threads)
-                    r = evaluate(run_dir, recs, recs.ids)
-                    results.setdefault(task, {}).setdefault(enc, {})[str(seed)] = r
-                    s = summarize({task: {enc: {seed: r}}})[task][enc]
-                    print(f"   {name}: ID {s['id'][0]:.3f}, OOD {s['ood'][0]:.3f} ({time.time() - t0:.0f} s so far)",
-                          flush=True)
+            test[task] = datalib.open_seq2seq(prepare(task), 'test')
+            bs = block_size_of(test[task])
+            runs += [(task, arm, seed, train_args(task, arm, seed, bs)) for arm in arms for seed in seeds]
+        torch.set_num_threads(threads)
+        eval_lock = threading.Lock()
+
+        def train_and_evaluate(run):  # `jobs` of these side by side: a training process, then its evaluation here
+            task, arm, seed, args = run
+            run_dir = train_run(args, out_dir, f'{task}_L{train_len}_{arm}_s{seed}', threads=threads)
+            with eval_lock:  # one evaluation at a time: its seeded position draws stay reproducible
+                r = evaluate(run_dir, test[task], test[task].ids)
+            s = summarize({task: {arm: {seed: r}}})[task][arm]
+            print(f"   {os.path.basename(run_dir)}: ID {s['id'][0]:.3f}, OOD {s['ood'][0]:.3f} "
+                  f"({time.time() - t0:.0f} s so far)", flush=True)
+            return r
+        with ThreadPoolExecutor(jobs) as pool:
+            for (task, arm, seed, _), r in zip(runs, list(pool.map(train_and_evaluate, runs))):
+                results.setdefault(task, {}).setdefault(arm, {})[str(seed)] = r
         train_s = sum(r['train_seconds'] or 0 for e in results.values() for s in e.values() for r in s.values())
         wall = (f"this invocation {time.time() - t0:.0f} s wall (training time of the runs, reused or not: "
                 f"{train_s:.0f} s), threads={threads}")
@@ -383,7 +453,7 @@ def main():
             json.dump({'results': results, 'wall': wall, 'train_len': train_len, 'argv': sys.argv[1:]}, f)
         os.replace(res_path + '.tmp', res_path)
     summary = summarize(results)
-    md = ('# Length generalization from scratch (pe_lengen)\n\n' + table(summary, wall) + '\n'
+    md = ('# Length generalization from scratch (pe_lengen)\n\n' + table(summary, wall) + '\n' + PAPERS + '\n'
           + length_table(results) + '\n' + entropy_table(results))
     figs = plot(results, summary)
     md += '\n' + '\n'.join(f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figs) + '\n'

@@ -76,8 +76,9 @@ class ScriptedModel(torch.nn.Module):
         super().__init__()
         self.script, self.h, self.w = script, [None], torch.nn.Parameter(torch.zeros(1))
         self.calls = 0
+        self.config = GPTConfig()  # (pos_random=0: positions from start_pos, as in a plain model)
 
-    def hidden(self, idx, start_pos=0, caches=None, src=None):
+    def hidden(self, idx, start_pos=0, caches=None, src=None, pos=None):
         return idx.float()[..., None]
 
     def lm_head(self, x):

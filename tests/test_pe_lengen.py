@@ -17,13 +17,14 @@ import eval_tasks  # noqa: E402
 import lengen  # noqa: E402  prepare/lengen.py
 import pe_lengen  # noqa: E402  analysis/pe_lengen.py
 from checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from analysis.study import fmt  # noqa: E402
 
 
 @pytest.fixture(scope='module')
 def quick_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('lengen')
-    args = ['./launcher.sh', 'pe_lengen', '--quick=True', "--tasks=['copy']", "--encodings=['none', 'learned']",
-            '--seeds=[1, 2]', f'--data_root={tmp / "data"}', f'--out_dir={tmp / "out"}', f'--figures_dir={tmp / "figs"}']
+    args = ['./launcher.sh', 'pe_lengen', '--quick=True', "--tasks=['copy']",
+            "--encodings=['none', 'learned', 'alibi', 'rope+rand']", '--m_sweep=[11]', '--seeds=[1, 2]', f'--data_root={tmp / "data"}', f'--out_dir={tmp / "out"}', f'--figures_dir={tmp / "figs"}']
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900,
                        env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -44,7 +45,7 @@ def test_targets_and_splits():
 
 def test_quick_study_outputs(quick_study):
     tmp, res = quick_study
-    assert list(res) == ['copy'] and list(res['copy']) == ['none', 'learned']
+    assert list(res) == ['copy'] and list(res['copy']) == ['none', 'learned', 'alibi', 'rope+rand', 'rope+rand11']
     for task in res.values():
         for per_seed in task.values():
             assert list(per_seed) == ['1', '2']
@@ -60,16 +61,27 @@ def test_quick_study_outputs(quick_study):
                     assert all(0 <= x <= np.log(t + 1) + 1e-4 for t, x in enumerate(e))
     md = open(tmp / 'out' / 'results.md').read()
     assert md.count('| none |') == 3 and md.count('| learned |') == 3 and 'copy OOD (5..8)' in md  # accuracy, length, entropy
-    for f in ('accuracy_vs_length_copy.png', 'attention_entropy_copy.png', 'answer_length.png'):
+    # every +- cell of the accuracy table is the mean and std of the per-seed numbers in results.json
+    pe_lengen.train_len = 4
+    summary = pe_lengen.summarize(res)['copy']
+    for arm in res['copy']:
+        row = next(l for l in md.splitlines() if l.startswith(f'| {arm} |'))
+        want = [fmt(summary[arm][k]) for k in ('id', 'ood', 'id_tok', 'ood_tok')]
+        assert row == '| ' + ' | '.join([arm] + want) + ' |', (row, want)
+    # the randomized arms trained with positions from [0, M): pos_random in their configs
+    for arm, m in (('rope+rand', 64), ('rope+rand11', 11), ('alibi', 0)):
+        cfg = json.load(open(tmp / 'out' / f'copy_L4_{arm}_s1' / 'config.json'))
+        assert cfg['pos_random'] == m, arm
+    for f in ('accuracy_vs_length_copy.png', 'attention_entropy_copy.png', 'answer_length.png', 'cliff_vs_M.png'):
         assert (tmp / 'figs' / f).stat().st_size > 5000, f
     assert open(tmp / 'figs' / 'results.md').read() == md
     # learned positions: the trained model has rows for every evaluated position (block_size covers 2L)
     cfg = json.load(open(tmp / 'out' / 'copy_L4_learned_s1' / 'config.json'))
     assert cfg['block_size'] == 4 * 4 + 1 and cfg['pos_emb'] == 'learned'
     # reused when run again with the same settings: no training
-    r = subprocess.run(['./launcher.sh', 'pe_lengen', '--quick=True', "--tasks=['copy']", "--encodings=['none']",
-                        '--seeds=[1]', f'--data_root={tmp / "data"}', f'--out_dir={tmp / "out"}',
-                        f'--figures_dir={tmp / "figs2"}'], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(['./launcher.sh', 'pe_lengen', '--quick=True', "--tasks=['copy']",
+                        "--encodings=['none', 'learned', 'alibi', 'rope+rand']", '--m_sweep=[11]', '--seeds=[1, 2]',
+                        f'--data_root={tmp / "data"}', f'--out_dir={tmp / "out"}', f'--figures_dir={tmp / "figs2"}'], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and 'reusing' in r.stdout and '== training' not in r.stdout, r.stdout[-2000:]
 
 
@@ -122,6 +134,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
             (["./launcher.sh", "pe_lengen", "--tasks=['no_such_task']"],
              "--tasks=['no_such_task'] is not accepted: tasks takes a list of 1+ items, each one of 'copy', 'reverse'"),
             (["./launcher.sh", "pe_lengen", "--figures_only=True"], "--figures_only=True needs "),
+            (["./launcher.sh", "pe_lengen", "--rand_max=20"], "needs rand_max >= 4 * train_len + 1"),
+            (["./launcher.sh", "pe_lengen", "--encodings=['none+rand']"], "--encodings=['none+rand'] is not accepted"),
             ([sys.executable, "prepare/lengen.py", "--task=no_such_task"], "unknown task 'no_such_task'; valid: copy")):
         r = subprocess.run(args + [f'--out_dir={tmp_path / "out"}'] + ([f'--data_root={tmp_path / "data"}']
                            if 'pe_lengen' in args else []), cwd=ROOT, capture_output=True, text=True, timeout=300)
