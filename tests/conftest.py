@@ -7,8 +7,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 if os.environ.get('PYTEST_XDIST_WORKER'):
-    # `pytest -n 2` (the README's command): one test per core, so each worker and the processes its tests start
-    # use one thread; two workers with two threads each would fight over the same two cores
+    # `pytest -n 2 --dist loadscope` (the README's command): one test file per core at a time (a module's fixtures,
+    # e.g. a quick study, then run once), so each worker and the processes its tests start use one thread
     os.environ['OMP_NUM_THREADS'] = '1'
     import torch
     torch.set_num_threads(1)

@@ -136,7 +136,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
             (["./launcher.sh", "pe_lengen", "--figures_only=True"], "--figures_only=True needs "),
             (["./launcher.sh", "pe_lengen", "--rand_max=20"], "needs rand_max >= 4 * train_len + 1"),
             (["./launcher.sh", "pe_lengen", "--encodings=['none+rand']"], "--encodings=['none+rand'] is not accepted"),
-            ([sys.executable, "prepare/lengen.py", "--task=no_such_task"], "unknown task 'no_such_task'; valid: copy")):
+            ([sys.executable, "prepare/lengen.py", "--task=no_such_task"], "--task='no_such_task' is not accepted: task takes one of 'copy'")):
         r = subprocess.run(args + [f'--out_dir={tmp_path / "out"}'] + ([f'--data_root={tmp_path / "data"}']
                            if 'pe_lengen' in args else []), cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
