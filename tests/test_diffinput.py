@@ -125,7 +125,7 @@ def test_diffinput_quick_sweeps_then_seeds(tiny_data, tmp_path):
     """--quick: both models at 2 lrs (seed 1), then each one's best lr with 2 seeds; ppl per seed; figures."""
     sys.path.insert(0, ROOT)
     from analysis.study import final, mean_std
-    r = subprocess.run(['./launcher.sh', 'diffinput_quick', '--quick=True', '--lrs=[1e-4, 2e-3, 1e-2]', '--data=tiny',
+    r = subprocess.run(['./launcher.sh', 'diffinput_quick', '--quick=True', '--lrs=[1e-4, 2e-3, 1e-2]', '--lr_extend=0', '--data=tiny',
                         f'--data_root={tiny_data}', f'--out_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
                        timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
