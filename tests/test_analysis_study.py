@@ -31,9 +31,9 @@ def test_train_run_follows_train_py_naming_and_fails_in_one_error(tiny_data, tmp
     assert train_run(args, quiet=True) == os.path.join(str(tmp_path), 'x_s1337')
     assert train_run(args + ['--n_embd=8'], quiet=True) == os.path.join(str(tmp_path), 'x_s1337_v2')
     with pytest.raises(UserError) as e:
-        train_run(args + ['--pos_emb=fourier'], quiet=True)
+        train_run(args + ['--pos_emb=no_such_encoding'], quiet=True)
     assert str(e.value).startswith('command failed (exit 2): train.py')
-    assert "--pos_emb='fourier' is not accepted: pos_emb takes one of 'none', 'learned'" in str(e.value)
+    assert "--pos_emb='no_such_encoding' is not accepted: pos_emb takes one of 'none', 'learned'" in str(e.value)
 
 
 def test_mean_std_and_fmt():

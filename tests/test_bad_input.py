@@ -2,6 +2,7 @@
 
 docs/reliability.md lists these cases; keep the two in step."""
 import glob
+import re
 import os
 import shutil
 import subprocess
@@ -67,7 +68,7 @@ CASES = [
     ('unknown mlp', T + ['--mlp=relu2'], "mlp takes one of 'gelu', 'swiglu'"),
     ('unknown attn', T + ['--attn=sparse'], "attn takes one of 'softmax'"),
     ('unknown lr_schedule', T + ['--lr_schedule=step'], "lr_schedule takes one of 'cosine', 'wsd', 'constant'"),
-    ('unknown optimizer', T + ['--optimizer=sgd'], "optimizer takes one of 'adamw', 'muon'"),
+    ('unknown optimizer', T + ['--optimizer=no_such_optimizer'], "optimizer takes one of 'adamw', 'muon'"),
     ('muon momentum out of range', T + ['--optimizer=muon', '--muon_momentum=1.5'], 'muon_momentum takes a number in [0, 1)'),
     ('batch not divisible across ranks and accumulation', T + ['--global_batch_tokens=1000'], 'not divisible'),
     ('bad run_name placeholder', T + ['--run_name={nope}'], 'bad placeholder'),
@@ -167,29 +168,35 @@ def test_long_prompt_notice_for_every_position_scheme(tmp_path):
 
 # Every setting is checked before the first side effect: on a checkout with no data/, the quickstart
 # (auto_prepare=True) with one bad setting exits 2 with one line and leaves no data/ or out/ behind.
-BAD_SETTINGS = ['--pos_emb=fourier', '--norm=batchnorm', '--mlp=relu', '--attn=flash', '--n_head=3', '--n_layer=0',
-                '--dropout=1.5', '--ngpt=True --bias=True', '--attn=diff --n_head=128', '--n_encoder_layer=-1',
-                '--linear_chunk=0', '--objective=dpo', '--algo_mix=2.0', '--global_batch_tokens=1000',
-                '--decay_budgets=[1000]', '--run_name={nope}', '--optimizer=lion', '--optimizer=muon --muon_lr=0']
+BAD_SETTINGS = [  # (settings, a phrase the one error line must hold); invalid names can never become valid
+    ('--pos_emb=no_such_encoding', "pos_emb takes one of"), ('--norm=no_such_norm', "norm takes one of"),
+    ('--mlp=no_such_mlp', "mlp takes one of"), ('--attn=no_such_attn', "attn takes one of"),
+    ('--n_head=3', "not divisible by n_head=3"), ('--n_layer=0', "n_layer takes a number >= 1"),
+    ('--dropout=1.5', "dropout takes a number in [0, 1)"), ('--ngpt=True --bias=True', "ngpt=True does not combine"),
+    ('--attn=diff --n_head=128', "2*n_head"), ('--n_encoder_layer=-1', "n_encoder_layer takes a number >= 0"),
+    ('--linear_chunk=0', "linear_chunk takes a number >= 1"), ('--objective=dpo', "objective='dpo' fine-tunes"),
+    ('--algo_mix=2.0', "algo_mix takes a number in [0, 1]"), ('--global_batch_tokens=1000', "global_batch_tokens=1000"),
+    ('--decay_budgets=[1000]', "decay budget 1000"), ('--run_name={nope}', "nope"),
+    ('--optimizer=no_such_optimizer', "optimizer takes one of"), ('--optimizer=muon --muon_lr=0', "muon_lr takes")]
 
 
 def test_bad_settings_fail_the_check():
     """The declarations and check_settings (run before anything is prepared or written) reject each bad setting."""
     import train
     from configurator import UserError, check_declared, parse_value
-    for bad in BAD_SETTINGS:
+    for bad, phrase in BAD_SETTINGS:
         cfg = {**train.DEFAULTS, 'lr_schedule': 'wsd'}  # (decay_budgets needs wsd to reach its own check)
         cfg.update((kv[2:].split('=', 1)[0], parse_value(kv.split('=', 1)[1])) for kv in bad.split())
-        with pytest.raises(UserError):
+        with pytest.raises(UserError, match=re.escape(phrase)):
             check_declared(vars(train), cfg)
             train.check_settings(cfg)
 
 
 def test_bad_settings_write_nothing(tmp_path):
-    for bad in BAD_SETTINGS[::4]:  # a few end to end (each is a process start); all of them in the test above
+    for bad, phrase in BAD_SETTINGS[::4]:  # a few end to end (each is a process start); all of them in the test above
         r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), os.path.join(ROOT, 'config', 'quickstart.py'),
                             *bad.split()], cwd=tmp_path, capture_output=True, text=True, timeout=900)
         assert r.returncode == 2, f"{bad}: exit {r.returncode}\n{r.stdout[-500:]}\n{r.stderr[-1000:]}"
         lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith('error: '), f"{bad}: {r.stderr}"
+        assert len(lines) == 1 and lines[0].startswith('error: ') and phrase in lines[0], f"{bad}: {r.stderr}"
         assert os.listdir(tmp_path) == [], f"{bad} left {os.listdir(tmp_path)} behind"

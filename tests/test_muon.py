@@ -190,7 +190,7 @@ def test_muon_lowers_the_loss_for_seq2seq_records_and_dpo(tiny_data, tmp_path):
 
 
 def test_bad_optimizer_settings_are_one_line_errors(tiny_data, tmp_path):
-    for bad, words in (('--optimizer=sgd', "--optimizer='sgd' is not accepted: optimizer takes one of 'adamw', 'muon'"),
+    for bad, words in (('--optimizer=no_such_optimizer', "--optimizer='no_such_optimizer' is not accepted: optimizer takes one of 'adamw', 'muon'"),
                        ('--muon_momentum=1.5', 'is not accepted: muon_momentum takes a number in [0, 1)')):
         r = run(['train.py', '--data=tiny', f'--data_root={tiny_data}', f'--out_dir={tmp_path}', '--optimizer=muon',
                  bad], check=False)
