@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import data as datalib
+from inproc import one_error_line, run_many
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--max_iters=2',
@@ -100,24 +101,49 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope='module')
+def case_results(env, tmp_path_factory):
+    """Every case's result, the Python ones run in one process (tests/inproc.py: a process start per case would
+    cost more than the cases), each with its own folder; {case: (result, folder)}."""
+    todo, results = [], {}
+    for case, command, phrase in CASES:
+        tmp = tmp_path_factory.mktemp('case')
+        (tmp / 'empty').mkdir()
+        (tmp / 'empty_prompt.txt').write_text('')
+        subs = {'{data}': f"--data_root={env['data']}", '{out}': f'--out_dir={tmp}/out', '{ckpt}': env['ckpt'],
+                '{truncated}': env['truncated'], '{empty}': str(tmp / 'empty')}
+        args = []
+        for a in command:
+            for k, v in subs.items():
+                a = a.replace(k, v) if k != '{out}' or a == '{out}' else a.replace(k, f'{tmp}/out')
+            args.append(a)
+        if args[0] == 'python':
+            todo.append((case, tmp, {'argv': args[1:]}))
+        else:  # (the launcher is a shell script)
+            r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            results[case] = ({'rc': r.returncode, 'stderr': r.stderr}, tmp)
+    for (case, tmp, _), res in zip(todo, run_many([c for _, _, c in todo])):
+        results[case] = (res, tmp)
+    return results
+
+
 @pytest.mark.parametrize('case,command,phrase', CASES, ids=[c[0] for c in CASES])
-def test_bad_input(env, tmp_path, case, command, phrase):
-    (tmp_path / 'empty').mkdir()
-    (tmp_path / 'empty_prompt.txt').write_text('')
-    subs = {'{data}': f"--data_root={env['data']}", '{out}': f'--out_dir={tmp_path}/out', '{ckpt}': env['ckpt'],
-            '{truncated}': env['truncated'], '{empty}': str(tmp_path / 'empty')}
-    phrase = phrase.replace('{empty}', subs['{empty}'])
-    args = []
-    for a in command:
-        for k, v in subs.items():
-            a = a.replace(k, v) if k != '{out}' or a == '{out}' else a.replace(k, f'{tmp_path}/out')
-        args.append(sys.executable if a == 'python' else a)
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == 2, (case, r.returncode, r.stderr[-1500:])
-    assert len(lines) == 1 and lines[0].startswith('error: '), (case, r.stderr[-1500:])
-    assert phrase in lines[0], (case, lines[0])
-    assert not os.path.exists(tmp_path / 'out'), f'{case}: something was written'
+def test_bad_input(case_results, case, command, phrase):
+    res, tmp = case_results[case]
+    assert res['rc'] == 2, (case, res['rc'], res['stderr'][-1500:])
+    line = one_error_line(res)
+    assert line, (case, res['stderr'][-1500:])
+    assert phrase.replace('{empty}', str(tmp / 'empty')) in line, (case, line)
+    assert not os.path.exists(tmp / 'out'), f'{case}: something was written'
+
+
+def test_one_case_as_its_own_process(env, tmp_path):
+    """The interpreter's own exit path, once: what run_many stands in for above."""
+    r = subprocess.run([sys.executable, 'train.py', '--data=tiny', f"--data_root={env['data']}",
+                        f'--out_dir={tmp_path}/out', *TINY, '--pos_emb=no_such_encoding'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and one_error_line({'stderr': r.stderr}), r.stderr[-1500:]
+    assert not os.path.exists(tmp_path / 'out')
 
 
 def test_resume_with_changed_flags_writes_nothing(env):
@@ -193,10 +219,10 @@ def test_bad_settings_fail_the_check():
 
 
 def test_bad_settings_write_nothing(tmp_path):
-    for bad, phrase in BAD_SETTINGS[::4]:  # a few end to end (each is a process start); all of them in the test above
-        r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), os.path.join(ROOT, 'config', 'quickstart.py'),
-                            *bad.split()], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-        assert r.returncode == 2, f"{bad}: exit {r.returncode}\n{r.stdout[-500:]}\n{r.stderr[-1000:]}"
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith('error: ') and phrase in lines[0], f"{bad}: {r.stderr}"
-        assert os.listdir(tmp_path) == [], f"{bad} left {os.listdir(tmp_path)} behind"
+    """Every bad setting end to end, from an empty folder (in one process: tests/inproc.py)."""
+    cases = [{'argv': [os.path.join(ROOT, 'train.py'), os.path.join(ROOT, 'config', 'quickstart.py'), *bad.split()],
+              'cwd': tmp_path} for bad, _ in BAD_SETTINGS]
+    for (bad, phrase), res in zip(BAD_SETTINGS, run_many(cases)):
+        assert res['rc'] == 2, f"{bad}: exit {res['rc']}\n{res['stdout'][-500:]}\n{res['stderr'][-1000:]}"
+        assert phrase in one_error_line(res), f"{bad}: {res['stderr']}"
+        assert res['written'] == [], f"{bad} left {res['written']} behind"

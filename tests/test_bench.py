@@ -9,20 +9,35 @@ import bench
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_every_variant_tiny(tmp_path):
+TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, batch_size=2, steps=2, warmup=1,
+            gen_tokens=3)
+
+
+def test_bench_pipeline_tiny(tmp_path):
+    """The command as a user runs it: one child process per variant, the table, the JSON and the ratios."""
     out = tmp_path / 'bench.json'
-    r = subprocess.run([sys.executable, 'bench.py', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16',
-                        '--vocab_size=64', '--batch_size=2', '--steps=2', '--warmup=1', '--gen_tokens=3',
-                        f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    names = ['gpt2', 'modern+muon']
+    r = subprocess.run([sys.executable, 'bench.py', *[f'--{k}={v}' for k, v in TINY.items()],
+                        f'--variants={",".join(names)}', f'--out={out}'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {row['variant']: row for row in json.load(open(out))['rows']}
-    assert list(rows) == bench.DEFAULT_ORDER
-    for name, row in rows.items():  # every variant of the lab is measured
+    assert list(rows) == names
+    for name, row in rows.items():
         assert 'error' not in row, row
-        assert row['step_ms'] > 0 and row['tok_per_s'] > 0 and row['gen_tok_s_cached'] > 0, row
-        assert row['flops_per_token'] > 0 and row['peak_mem_mb'] > 0
         assert f'| {name} |' in r.stdout
-    assert rows['gpt2']['step_time_ratio'] == 1.0
+    assert rows['gpt2']['step_time_ratio'] == 1.0 and rows['modern+muon']['step_time_ratio'] > 0
+
+
+def test_every_variant_measures(monkeypatch):
+    """Every variant of the default run trains and samples (in this process: a child each costs a torch import)."""
+    for k, v in TINY.items():
+        monkeypatch.setattr(bench, k, v)
+    for name in bench.DEFAULT_ORDER:
+        row = bench.measure(name, 'cpu')
+        assert row['variant'] == name
+        assert row['step_ms'] > 0 and row['tok_per_s'] > 0 and row['gen_tok_s_cached'] > 0, row
+        assert row['flops_per_token'] > 0 and row['peak_mem_mb'] > 0, row
 
 
 def test_unknown_variant_or_size_is_one_line_error():

@@ -34,12 +34,15 @@ SCRIPTS = sorted(os.path.relpath(p, ROOT) for pattern in ('*.py', 'prepare/*.py'
 
 # Runs in the subprocess: argv[1] = ROOT, stdin = JSON list of scripts; prints JSON results.
 DRIVER = r'''
-import contextlib, importlib.util, io, json, os, runpy, shutil, sys, traceback
+import contextlib, importlib.util, io, json, os, sys, traceback
 root, scripts = sys.argv[1], json.load(sys.stdin)
 positional = json.loads(sys.argv[2])
 base_path = [p for p in sys.path if p not in ('', '.')]
 sys.path[:] = [root] + base_path
 import configurator
+sys.path.insert(0, os.path.join(root, 'tests'))
+from inproc import run_case  # runs one case as `python <script> <arg>` would, in this process
+sys.path.pop(0)
 results = {}
 for rel in scripts:
     path = os.path.join(root, rel)
@@ -65,21 +68,9 @@ for rel in scripts:
         if bad is None:
             continue  # free text: checked where it is used
         arg = f'--{key}={bad!r}'
-        sys.argv = [path] + positional.get(rel, []) + [arg]
-        before = set(os.listdir('.'))
-        err, out, rc = io.StringIO(), io.StringIO(), 0
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                runpy.run_path(path, run_name='__main__')
-        except SystemExit as e:
-            rc = e.code if isinstance(e.code, int) else 1
-        except BaseException:
-            rc, err = 1, io.StringIO(err.getvalue() + traceback.format_exc())
-        written = sorted(set(os.listdir('.')) - before)
-        for w in written:  # so that the next case starts from an empty folder again
-            shutil.rmtree(w) if os.path.isdir(w) else os.remove(w)
-        res['cases'].append({'setting': key, 'arg': arg, 'rc': rc, 'stderr': err.getvalue()[-1500:],
-                             'written': written})
+        r = run_case({'argv': [path] + positional.get(rel, []) + [arg], 'clean': True})
+        res['cases'].append({'setting': key, 'arg': arg, 'rc': r['rc'], 'stderr': r['stderr'][-1500:],
+                             'written': r['written']})
 print(json.dumps(results))
 '''
 
