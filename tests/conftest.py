@@ -24,3 +24,17 @@ def tiny_data(tmp_path_factory):
     data.write_lm_dataset(str(root / 'tiny'), {'train': docs[:3], 'val': docs[3:][0][:20000:].split('\n\n')},
                           data.get_tokenizer({'kind': 'byte'}))
     return str(root)
+
+
+# The slowest test files first (measured with --durations): `-n 2 --dist loadscope` hands out whole files in
+# collection order, so a slow file collected last would leave one core idle at the end while the other finishes
+# it. Longest first lets the short files fill the gaps, and both workers end together.
+SLOW_FIRST = ['test_encdec.py', 'test_dpo.py', 'test_muon.py', 'test_train.py', 'test_diffinput.py', 'test_hf.py',
+              'test_variants.py', 'test_fsdp.py', 'test_reliability.py', 'test_pe_lengen.py', 'test_ngpt_context.py',
+              'test_pe_study.py', 'test_numeric.py', 'test_decay_branches.py', 'test_attention_explorer.py',
+              'test_mqar.py']
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))  # stable: order kept within

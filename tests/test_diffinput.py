@@ -11,6 +11,7 @@ import torch
 
 import data as datalib
 from eval_tasks import sliding_window_nll
+from inproc import run_many
 from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,14 +155,25 @@ def test_diffinput_quick_sweeps_then_seeds(tiny_data, tmp_path):
         assert os.path.getsize(out / 'figures' / f) > 5000
 
 
-@pytest.mark.parametrize('problem', ['wikitext_baseline', 'wikitext_diff', 'wikitext_baseline_learned',
-                                     'wikitext_diff_learned'])
-def test_wikitext_problems_start_with_a_tiny_override(tiny_data, tmp_path, problem):
-    r = subprocess.run(['bash', 'launcher.sh', problem, '--data=tiny', f'--data_root={tiny_data}',
-                        f'--out_dir={tmp_path}', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32',
-                        '--batch_size=2', '--max_iters=1', '--eval_interval=1', '--eval_iters=1', '--warmup_iters=0',
-                        '--log_tensorboard=False', '--log_figures=False'], cwd=ROOT, capture_output=True, text=True,
-                       timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
+WIKITEXT_PROBLEMS = ['wikitext_baseline', 'wikitext_diff', 'wikitext_baseline_learned', 'wikitext_diff_learned']
+
+
+@pytest.fixture(scope='module')
+def wikitext_runs(tiny_data, tmp_path_factory):
+    """Each wikitext problem for one tiny step as `./launcher.sh <problem>` runs it on one CPU (`python train.py
+    config/<problem>.py ...`), all in one process (tests/inproc.py; the launcher itself: tests/test_variants.py)."""
+    outs = {p: tmp_path_factory.mktemp(p) for p in WIKITEXT_PROBLEMS}
+    tiny = ['--data=tiny', f'--data_root={tiny_data}', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32',
+            '--batch_size=2', '--max_iters=1', '--eval_interval=1', '--eval_iters=1', '--warmup_iters=0',
+            '--log_tensorboard=False', '--log_figures=False']
+    res = run_many([{'argv': ['train.py', f'config/{p}.py', *tiny, f'--out_dir={outs[p]}']} for p in WIKITEXT_PROBLEMS])
+    return dict(zip(WIKITEXT_PROBLEMS, res)), outs
+
+
+@pytest.mark.parametrize('problem', WIKITEXT_PROBLEMS)
+def test_wikitext_problems_start_with_a_tiny_override(wikitext_runs, problem):
+    res, outs = wikitext_runs
+    tmp_path = outs[problem]
+    assert res[problem]['rc'] == 0, res[problem]['stderr'][-2000:]
     cfg = json.load(open(glob.glob(os.path.join(tmp_path, '*', 'config.json'))[0]))
     assert cfg['diff_input'] == ('diff' in problem) and cfg['pos_emb'] == ('learned' if 'learned' in problem else 'rope')

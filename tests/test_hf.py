@@ -13,6 +13,7 @@ import data  # noqa: E402
 import export_hf  # noqa: E402
 import checkpoint  # noqa: E402
 from configurator import UserError  # noqa: E402
+from inproc import one_error_line, run_many  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,16 +153,26 @@ def test_init_from_hf_in_train(tiny_data, tmp_path):
     assert r.returncode == 2 and 'tokenizer' in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize('flags', [dict(pos_emb='sinusoidal'), dict(diff_input=True),
-                                   dict(pos_emb='rope', norm='layernorm', mlp='swiglu'),
-                                   dict(pos_emb='rope', norm='rmsnorm', mlp='swiglu', qk_norm=True, bias=True)])
-def test_unsupported_flags_one_line_error(tmp_path, flags):
-    make_ckpt(tmp_path / 'c.pt', {'kind': 'byte'}, **flags)
-    r = subprocess.run([sys.executable, 'export_hf.py', f"--ckpt={tmp_path / 'c.pt'}", f"--out={tmp_path / 'hf'}"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and 'exportable: GPT-2' in lines[0] and 'Llama' in lines[0] and 'Qwen3' in lines[0]
+UNSUPPORTED = [dict(pos_emb='sinusoidal'), dict(diff_input=True), dict(pos_emb='rope', norm='layernorm', mlp='swiglu'),
+               dict(pos_emb='rope', norm='rmsnorm', mlp='swiglu', qk_norm=True, bias=True)]
+
+
+@pytest.fixture(scope='module')
+def unsupported_exports(tmp_path_factory):
+    """export_hf.py on a checkpoint of each unsupported flag set, all in one process (tests/inproc.py)."""
+    dirs = [tmp_path_factory.mktemp('unsupported') for _ in UNSUPPORTED]
+    for d, flags in zip(dirs, UNSUPPORTED):
+        make_ckpt(d / 'c.pt', {'kind': 'byte'}, **flags)
+    return dirs, run_many([{'argv': ['export_hf.py', f"--ckpt={d / 'c.pt'}", f"--out={d / 'hf'}"]} for d in dirs])
+
+
+@pytest.mark.parametrize('i', range(len(UNSUPPORTED)), ids=[str(f) for f in UNSUPPORTED])
+def test_unsupported_flags_one_line_error(unsupported_exports, i):
+    dirs, results = unsupported_exports
+    tmp_path, r = dirs[i], results[i]
+    assert r['rc'] == 2
+    line = one_error_line(r)
+    assert 'exportable: GPT-2' in line and 'Llama' in line and 'Qwen3' in line, r['stderr']
     assert not os.path.exists(tmp_path / 'hf') and not os.path.exists(str(tmp_path / 'hf') + '.tmp')
     # and the same for a config that is unknown to the mapping (e.g. grouped-query attention) on import
     with pytest.raises(UserError, match='importable'):

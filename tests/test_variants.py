@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig, ngpt_scaled
+from inproc import run_many
 from test_train import run_train, run_dir, weights, ROOT
 
 TINY = dict(vocab_size=64, block_size=16, n_layer=3, n_embd=32, pos_emb='none')
@@ -191,18 +192,34 @@ PROBLEMS = ['DiffNGPT_1kctx_10k_lr30e-4', 'DiffNGPT_4kctx_10k_lr30e-4', 'DiffTra
             'DiffTransformer_4kctx_10k_lr30e-4', 'nGPT_1kctx_10k_lr30e-4', 'GPT_1kctx_10k_lr30e-4']
 
 
-@pytest.mark.parametrize('problem', PROBLEMS)
-def test_reference_launcher_problems_start(problem, tiny_data, tmp_path):
-    listed = subprocess.run(['./launcher.sh', 'list'], cwd=ROOT, capture_output=True, text=True).stdout
-    assert problem in listed
-    r = subprocess.run(['./launcher.sh', problem, '--n_layer=2', '--n_embd=64', '--block_size=32', '--batch_size=2',
-                        '--global_batch_tokens=0', '--max_iters=2', '--warmup_iters=2', '--eval_interval=2',
-                        '--eval_iters=1', '--vocab_size=320', '--compile=False', '--log_tensorboard=False', '--data=tiny',
-                        f'--data_root={tiny_data}', f'--out_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
+TINY_OVERRIDE = ['--n_layer=2', '--n_embd=64', '--block_size=32', '--batch_size=2', '--global_batch_tokens=0',
+                 '--max_iters=2', '--warmup_iters=2', '--eval_interval=2', '--eval_iters=1', '--vocab_size=320',
+                 '--compile=False', '--log_tensorboard=False', '--data=tiny']
+
+
+@pytest.fixture(scope='module')
+def reference_runs(tiny_data, tmp_path_factory):
+    """Each reference problem for 2 tiny steps: what `./launcher.sh <problem>` runs on one CPU (`python train.py
+    config/<problem>.py ...`), all in one process (tests/inproc.py); the launcher itself once, for the first."""
+    outs = {p: tmp_path_factory.mktemp(p) for p in PROBLEMS}
+    args = lambda p: [*TINY_OVERRIDE, f'--data_root={tiny_data}', f'--out_dir={outs[p]}']
+    r = subprocess.run(['./launcher.sh', PROBLEMS[0], *args(PROBLEMS[0])], cwd=ROOT, capture_output=True, text=True,
                        timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert '"train_end"' in r.stdout
-    cfg = json.load(open(os.path.join(run_dir(tmp_path), 'config.json')))
+    res = {PROBLEMS[0]: {'rc': r.returncode, 'stdout': r.stdout, 'stderr': r.stderr}}
+    rest = PROBLEMS[1:]
+    res.update(zip(rest, run_many([{'argv': ['train.py', f'config/{p}.py', *args(p)]} for p in rest])))
+    listed = subprocess.run(['./launcher.sh', 'list'], cwd=ROOT, capture_output=True, text=True).stdout
+    return res, outs, listed
+
+
+@pytest.mark.parametrize('problem', PROBLEMS)
+def test_reference_launcher_problems_start(problem, reference_runs):
+    res, outs, listed = reference_runs
+    assert problem in listed
+    r = res[problem]
+    assert r['rc'] == 0, r['stdout'][-2000:] + r['stderr'][-2000:]
+    assert '"train_end"' in r['stdout']
+    cfg = json.load(open(os.path.join(run_dir(outs[problem]), 'config.json')))
     variant = problem.split('_')[0]
     assert cfg['attn'] == ('diff' if variant.startswith('Diff') else 'softmax')
     assert cfg['ngpt'] == variant.lower().endswith('ngpt')
