@@ -59,7 +59,7 @@ quick: bool = False            # 1 batch of 2 windows; ckpts empty: variants_com
 QUICK_OUT, QUICK_FIGURE = 'out/outliers/quick/results', 'out/outliers/quick/outliers.png'
 TOPS = (1, 10, 100)
 STATS = ('top1', 'top10', 'top100', 'median', 'kurtosis')
-# Ye et al. 2024 (arXiv 2410.05258), section "Quantization of attention logits" (HellaSwag accuracy, 3B models):
+# Ye et al. 2024 (arXiv 2410.05258), on quantizing the attention logits (HellaSwag accuracy, 3B models):
 PAPER_QUANT = ("Diff Transformer retains high performance even at reduced bit-widths, ranging from 16 bits to 6 bits. "
                "In comparison, Transformer's accuracy significantly drops with 6-bit quantization. The 4-bit Diff "
                "Transformer achieves comparable accuracy as the 6-bit Transformer, and outperforms the 4-bit "
@@ -82,7 +82,7 @@ def variants_compare_runs(runs_from, train, quick, data, data_root):
         if not os.path.exists(path):
             return None
         with open(path) as f:
-            dirs = [d for ds in json.load(f)['runs'].values() for d in ds]
+            dirs = [d for ds in json.load(f).get('runs', {}).values() for d in ds]
         return dirs if dirs and all(is_finished(d) for d in dirs) else None
 
     dirs = listed()

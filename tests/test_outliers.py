@@ -5,6 +5,7 @@ logits); rec['logit_bits'] in the forward; the script end to end on two checkpoi
 a refused input. CPU, seconds."""
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -166,12 +167,16 @@ def test_outliers_end_to_end(tiny_data, tmp_path):
     assert set(res['summary']) == {'GPT', 'DiffTransformer'} and res['summary']['GPT']['n'] == 1
 
 
-def test_linear_attention_checkpoint_is_refused(tiny_data, tmp_path):
+def test_linear_attention_checkpoint_is_refused(tiny_data, tmp_path, monkeypatch, capsys):
+    """In-process (runpy, as tests/test_settings.py runs the scripts; saves a torch import): exit 2, one line."""
     lin = tiny_checkpoint(tmp_path / 'lin', tiny_data, 1, steps=1, n_head=2, attn='linear')
     out = tmp_path / 'res'
-    r = run_outliers(f'--ckpts={lin}', f'--data_root={tiny_data}', '--data=tiny', f'--out={out}/o',
-                     f'--figure={out}/o.png')
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('error:'), r.stderr[-2000:]
+    monkeypatch.chdir(ROOT)  # (the script changes to the repository root; this puts the test's folder back after)
+    monkeypatch.setattr(sys, 'argv', ['analysis/outliers.py', f'--ckpts={lin}', f'--data_root={tiny_data}',
+                                      '--data=tiny', f'--out={out}/o', f'--figure={out}/o.png'])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(os.path.join(ROOT, 'analysis', 'outliers.py'), run_name='__main__')
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith('error:'), lines
     assert "attn='linear' has no attention logits" in lines[0]
     assert not out.exists()
