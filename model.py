@@ -296,6 +296,16 @@ class NGPTHead(nn.Linear):
 
 # ----------------------------------------------------------------------------- attention
 
+def fake_quantize(x, bits, keep=None):
+    """Symmetric absmax fake quantization of the whole tensor to `bits` bits (values stay float): scale =
+    max|x| / (2^(bits-1) - 1), x -> round(x / scale).clamp(+-(2^(bits-1) - 1)) * scale. keep (bool, broadcast to x):
+    the entries that set max|x| (attention: the causal ones; a masked logit never reaches the softmax)."""
+    levels = 2 ** (bits - 1) - 1
+    amax = (x.abs() if keep is None else x.abs().masked_fill(~keep, 0)).amax().clamp(min=1e-12)
+    scale = amax / levels
+    return (x / scale).round().clamp(-levels, levels) * scale
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -345,6 +355,8 @@ class CausalSelfAttention(nn.Module):
             sqk = ngpt_scaled(self.sqk, 1.0, self.base_scale).view(1, self.n_qk_head, 1, self.head_dim)
             q, k = sqk * F.normalize(q, dim=-1) * self.head_dim, sqk * F.normalize(k, dim=-1)
         if self.attn == 'linear':  # attn='linear': a recurrent state (S, z) in the cache instead of keys/values
+            if self.rec is not None and 'logit_bits' in self.rec:
+                raise ValueError("attn='linear' has no attention logits to quantize (logit_bits)")
             state = (cache['S'], cache['z']) if cache is not None and 'S' in cache else None
             y, S, z = linear_attention(q, k, v, self.linear_chunk, state)
             if cache is not None:
@@ -371,6 +383,9 @@ class CausalSelfAttention(nn.Module):
         if self.rec is not None:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+            if 'logit_bits' in self.rec:  # what the softmax would read from a low-bit logit kernel (analysis/outliers.py)
+                att = fake_quantize(att, self.rec['logit_bits'], mask)
+            self.rec[f'{self.name}.logits'] = att.detach()
             att = (att + bias if bias is not None else att.masked_fill(~mask, float('-inf'))).softmax(dim=-1)
             self.rec[f'{self.name}.attn'] = att.detach()
             y = att @ v
@@ -670,6 +685,7 @@ class GPT(nn.Module):
         if config.ngpt:
             self.normalize_weights()
         self.diagnostics = {}  # last forward's cheap statistics (e.g. diff_input delta norms)
+        self.rec = None  # set by GPT.record(): the hidden states go in it too
 
     def _init_weights(self, module):
         # GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)
@@ -743,6 +759,8 @@ class GPT(nn.Module):
         pe = self.attention_pe(pos)
         for i, block in enumerate(self.h):
             x = block(x, pe, caches[i] if caches else None, **enc)
+            if self.rec is not None:  # the residual stream after each block (GPT.record())
+                self.rec[f'layer{i}.hidden'] = x.detach()
         x = self.ln_f(x)
         if self.config.diff_input:
             x = x + e
@@ -765,7 +783,14 @@ class GPT(nn.Module):
         attn='diff': rec['layer{i}.attn1'] and ['layer{i}.attn2'] are the two softmax maps of each head and
         rec['layer{i}.attn'] = attn1 - lambda * attn2 (rows sum to 1 - lambda), rec['layer{i}.lambda'] the scalar lambda.
         attn='linear': rec['layer{i}.attn'] holds the normalized kernel weights. n_encoder_layer > 0: also
-        rec['enc{i}.attn'] (B, H, S, S) and rec['layer{i}.cross'] (B, H, T, S)."""
+        rec['enc{i}.attn'] (B, H, S, S) and rec['layer{i}.cross'] (B, H, T, S).
+        rec['layer{i}.hidden'] (B, T, C): the residual stream after decoder block i (the last one before ln_f).
+        rec['layer{i}.logits'] (B, H, T, S): the pre-softmax logits q.k/sqrt(d) of every query/key pair, future keys
+        included (the softmax reads the causal ones, key j <= query i + S - T; alibi's bias is added after);
+        attn='diff': the 2H maps', maps 2h and 2h+1 being head h's attn1 and attn2. None for attn='linear' (no
+        logits), nor for encoder or cross attention. Set rec['logit_bits'] = b (an int) before the forward to
+        fake-quantize every self-attention layer's logits to b bits before the mask and softmax (fake_quantize:
+        per layer and forward, absmax over the causal entries); rec['layer{i}.logits'] then holds the quantized ones."""
         rec = {}
         mods = [m for m in self.modules() if hasattr(m, 'rec')]
         for m in mods:

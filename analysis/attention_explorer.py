@@ -104,7 +104,8 @@ def record(model, x, src_ids=None):
     model.eval()
     with model.record() as rec:
         model(torch.tensor([x]), src=None if src_ids is None else torch.tensor([src_ids]))
-    return {k: v[0].float().numpy() if v.dim() else float(v) for k, v in rec.items() if not k.endswith('.mlp')}
+    return {k: v[0].float().numpy() if v.dim() else float(v) for k, v in rec.items()
+            if not k.endswith(('.mlp', '.hidden', '.logits'))}  # (maps only)
 
 
 def view_kinds(cfg):
