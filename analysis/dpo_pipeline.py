@@ -44,12 +44,14 @@ seeds: Each(Range(0), min_len=1) = [1, 2, 3]  # one SFT + DPO chain per seed (SF
 jobs: Range(1) = 2         # seed chains side by side (each run uses 1 thread: two fit a 2-core CPU)
 quick: bool = False        # tiny model, a few steps, few pairs: the whole pipeline in seconds (tests)
 
-# quick=True: applied after the config's arguments (the model, steps and pair counts of a smoke test)
+# quick=True: applied after the config's arguments (the model, steps and pair counts of a smoke test; no per-run
+# figures or TensorBoard files: the study's own table and figures are what a smoke test checks)
 QUICK_SFT = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=96', '--batch_size=4', '--max_iters=6',
-             '--warmup_iters=2', '--eval_interval=6', '--eval_iters=1', '--log_interval=2', '--sample_tokens=0']
+             '--warmup_iters=2', '--eval_interval=6', '--eval_iters=1', '--log_interval=2', '--sample_tokens=0',
+             '--log_figures=False']
 QUICK_PAIRS = ['--train_pairs=48', '--val_pairs=8', '--test_pairs=16', '--max_response_tokens=32']
 QUICK_DPO = ['--max_iters=4', '--batch_size=4', '--warmup_iters=1', '--eval_interval=2', '--eval_iters=1',
-             '--log_interval=1']
+             '--log_interval=1', '--log_figures=False', '--log_tensorboard=False']
 ALL = ('',)                # echo every line of every step
 
 

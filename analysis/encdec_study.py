@@ -71,7 +71,7 @@ MAIN = ['textbooks_deconly', 'textbooks_encdec', 'samsum_deconly', 'samsum_encde
 QUICK = dict(max_iters=6, small_iters=3, eval_records=8, generate_records=2, bench_rounds=1, bench_steps=1,
              standin_vocab=300)
 QUICK_ARGS = ['--n_embd=32', '--n_head=2', '--batch_size=4', '--eval_interval=3', '--eval_iters=1', '--warmup_iters=1',
-              '--log_interval=3']  # tiny models for --quick (after the problem config, before run-specific args)
+              '--log_interval=3', '--log_figures=False']  # tiny models for --quick (after the problem config, before run-specific args)
 STANDIN_QUICK = {'textbooks_docs': 150, 'samsum_rows': (300, 30)}
 
 

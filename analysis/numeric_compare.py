@@ -47,7 +47,7 @@ quick: bool = False              # tiny models, 8 steps, the first two seeds, 40
 KINDS = ('softmax', 'linear')
 METRICS = ('next_acc', 'exact', 'loss')
 QUICK_TRAIN = ['--n_embd=32', '--n_head=2', '--batch_size=8', '--max_iters=8', '--warmup_iters=2', '--eval_interval=4',
-               '--eval_iters=2', '--log_interval=2']
+               '--eval_iters=2', '--log_interval=2', '--log_figures=False']
 
 
 def train(kind, seed):
