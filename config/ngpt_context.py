@@ -1,4 +1,4 @@
-"""nGPT's speedup over GPT vs context length (128, 512 and 1024 tokens, equal tokens per step): lr sweep per variant and context, best lr x 3 seeds, speedup table + figure beside the paper's factors."""
+"""nGPT's speedup over GPT vs context length (128 and 1024 tokens, equal tokens per step): lr sweep per variant and context, best lr x 3 seeds, speedup table + figure beside the paper's factors."""
 # script: analysis/ngpt_context.py
 data = 'stdlib'
 out_dir = 'out/ngpt_context'
