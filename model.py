@@ -440,9 +440,11 @@ def linear_attention(q, k, v, chunk, state=None):
     fq, fk, vf = linear_feature(q.float()), linear_feature(k.float()), v.float()
     C = min(chunk, T)
     N = -(-T // C)
-    pad = N * C - T  # zero features and values in the padded tail: they add nothing to any state
-    if pad:
-        fq, fk, vf = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, vf))
+    pad = N * C - T
+    if pad:  # the padded tail: zero key features and values add nothing to any state; the padded queries' features
+        # are 1, not 0, so their rows (dropped below) divide by a positive sum: 0/0 there made NaN gradients
+        fk, vf = (F.pad(t, (0, 0, 0, pad)) for t in (fk, vf))
+        fq = F.pad(fq, (0, 0, 0, pad), value=1.0)
     fq, fk, vf = (t.view(B, H, N, C, -1) for t in (fq, fk, vf))
     kv = fk.transpose(-1, -2) @ vf                       # (B, H, N, d, dv): each chunk's contribution
     ks = fk.sum(3)                                       # (B, H, N, d)

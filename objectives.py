@@ -5,7 +5,8 @@ loaders in data.py pad and mask), and the loss of a batch.
     seq2seq   source/target records: `src [SEP] tgt` in one sequence, or the encoder reads src
               (n_encoder_layer > 0); loss on target tokens only
     records   one whole sequence per row (field 'seq'), padded by the loader; a 'scored' field (0/1 per
-              token) limits the loss to the tokens marked 1 (prepare/mqar.py: the queried values)
+              token) limits the loss to the tokens marked 1 (prepare/mqar.py: the queried values);
+              evaluation also logs val_acc, the argmax accuracy on those tokens (scored_hits)
     dpo       preference pairs (prompt, chosen, rejected) against a frozen reference
 
 The four dispatch functions below have one branch per objective; everything else of an objective
@@ -86,6 +87,15 @@ def objective_loss(model, b, cfg):
     if cfg['objective'] == 'dpo':
         logp, n = response_logps(model, b)
         return dpo_loss(logp, b['ref'], n, cfg['beta'], cfg['length_normalize'])
+
+
+# ----------------------------------------------------------------------------- records
+
+def scored_hits(logits, y):
+    """records: (argmax right, tokens scored) over the positions with a target (y != -100), as ints: the
+    teacher-forced accuracy on the scored tokens (val_acc; MQAR's recall accuracy)."""
+    m = y != -100
+    return int((logits.argmax(-1)[m] == y[m]).sum()), int(m.sum())
 
 
 # ----------------------------------------------------------------------------- seq2seq

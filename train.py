@@ -30,7 +30,7 @@ from optim import OPTIMIZERS, build_optimizer
 from common import (RunStopped, catch_stop_signals, ensure_data, fsdp_shard, full_state, peak_flops_of,
                     setup_distributed, shard_optimizer_state, to_device)
 from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
-                        objective_loss, open_objective_data)
+                        objective_loss, open_objective_data, scored_hits)
 from runlog import Logger, choose_run_dir, format_run_name, write_run_figures
 from schedule import (DECAY_SHAPES, LR_SCHEDULES, MODEL_SIZES, apply_model_size, branch_config, decay_points, lr_at,
                       save_predecay)
@@ -75,6 +75,8 @@ global_batch_tokens: Range(0) = 0  # if > 0, grad_accum is computed from it
 max_iters: Range(1) = 1000
 max_tokens: Range(0) = 0  # if > 0, max_iters = ceil(max_tokens / tokens per step)
 stop_after: Range(0) = 0  # > 0: stop here with a checkpoint (time-sliced jobs); the schedule spans the whole run
+stop_at_val_acc: Range(0, 1) = 0.0  # objective='records', > 0: stop at the first evaluation whose val_acc (argmax
+                             # accuracy on the scored tokens) is >= this (train to convergence; max_iters = the cap)
 # optimizer and schedule
 optimizer: OneOf(OPTIMIZERS) = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
 learning_rate: Range(0, lo_open=True) = 6e-4  # AdamW's (with muon: embeddings, head, norms, biases, vectors)
@@ -122,7 +124,9 @@ beta: Range(0, lo_open=True) = 0.1  # scale of the implicit rewards beta * (log 
 length_normalize: bool = False  # average response log-probs over response tokens instead of summing them
 seq_max_len: Range(0) = 0  # prompt + response tokens per sequence; longer ones lose prompt tokens from
                              # the left, never response tokens (0 = block_size + 1: inputs fill block_size)
-RULES = [('min_lr <= learning_rate', 'the schedule decays from learning_rate down to min_lr')]  # (check_declared)
+RULES = [('min_lr <= learning_rate', 'the schedule decays from learning_rate down to min_lr'),  # (check_declared)
+         ("stop_at_val_acc == 0 or objective == 'records'", "val_acc is measured for objective='records' only"),
+         ('stop_at_val_acc == 0 or not decay_budgets', 'a run that may stop early has no fixed decay points')]
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
@@ -355,8 +359,17 @@ def train(cfg, ddp, rank, world, dev):
         if (is_log or is_ckpt) and r.window_steps > 0:  # the only host syncs: at log and checkpoint steps
             log_train(r, done, lr, t_log, is_log)
             t_log = None
+        reached = False
         if is_eval:
-            val_loss = log_eval(r, done, *evaluate(r))
+            val_loss, val_extra = evaluate(r)
+            log_eval(r, done, val_loss, val_extra)
+            reached = 0 < cfg['stop_at_val_acc'] <= val_extra.get('val_acc', -1)
+        if reached:  # stop_at_val_acc: converged; the same on every rank (each evaluates the same batches)
+            end_step, is_ckpt = done, True
+            if r.window_steps > 0:  # the train event of the last steps, as at any checkpoint
+                log_train(r, done, lr, t_log, True)
+            r.log.event('stopped_early', console=r.master, step=done, tokens=done * r.tokens_per_step,
+                        val_acc=val_extra['val_acc'], target=cfg['stop_at_val_acc'], max_steps=r.total_steps)
         if is_ckpt or done in r.predecay:
             checkpoint(r, done)
             if r.master:  # decay_budgets: a checkpoint where decays start is their branches' start
@@ -366,6 +379,8 @@ def train(cfg, ddp, rank, world, dev):
         if stop_requested(r, stop_signals, is_log) and done < end_step:
             preempted(r, done, is_ckpt, stop_signals)
             return r.cfg, r.run_dir, []
+        if reached:
+            break
         t_log = t_log or time.time()  # ms_per_step counts training steps only, not evals or checkpoints
     finish(r, end_step, val_loss, time.time() - t0, sample=not branches)
     return r.cfg, r.run_dir, branches
@@ -423,16 +438,20 @@ def skipped_nonfinite(r, step, step_loss, loss_before):
 @torch.no_grad()
 def evaluate(r):
     r.model.eval()
-    losses, extras, nats, n_bytes = [], {}, 0.0, 0
+    losses, extras, nats, n_bytes, hits, n_scored = [], {}, 0.0, 0, 0, 0
     for b in objective_eval_batches(r.cfg, r.val_data):
         b = to_device(b, r.dev, r.device_type)
         with r.autocast:
-            if r.token_bytes is None:
-                loss = objective_loss(r.raw_model, b, r.cfg)
-            else:  # lm: the same loss, and its logits give bits per byte
+            if r.token_bytes is not None:  # lm: the same loss, and its logits give bits per byte
                 logits, loss = r.raw_model(b['x'], b['y'])
                 a, c = datalib.bpb_sums(logits, b['y'], r.token_bytes)
                 nats, n_bytes = nats + a, n_bytes + c
+            elif r.cfg['objective'] == 'records':  # the same loss, and its logits give val_acc
+                logits, loss = r.raw_model(b['x'], b['y'])
+                a, c = scored_hits(logits, b['y'])
+                hits, n_scored = hits + a, n_scored + c
+            else:
+                loss = objective_loss(r.raw_model, b, r.cfg)
         if isinstance(loss, tuple):  # extra scalars (dpo): logged as val_<name>
             loss, ex = loss
             for k, v in ex.items():
@@ -442,6 +461,8 @@ def evaluate(r):
     extra = {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
     if n_bytes:
         extra['val_bpb'] = round(datalib.bits_per_byte(nats, n_bytes), 5)
+    if n_scored:
+        extra['val_acc'] = round(hits / n_scored, 5)
     return sum(losses) / len(losses), extra
 
 

@@ -123,3 +123,13 @@ def test_record_gives_normalized_kernel_weights_that_reproduce_the_output():
 def test_bad_chunk():
     with pytest.raises(ValueError, match='linear_chunk'):
         GPTConfig(attn='linear', linear_chunk=0)
+
+
+def test_padded_tail_gives_finite_gradients():
+    """T > chunk and not a multiple of it: the padded tail's rows are dropped, and must not make NaN gradients
+    (they did: 0/0 in the padded rows; MQAR at 64 pairs, T = 257, chunk 64, stopped at the first step)."""
+    q, k, v = (t.requires_grad_() for t in qkv(7))
+    y, _, _ = linear_attention(q, k, v, 4)
+    y.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    assert torch.allclose(y.double(), naive(q, k, v), atol=1e-5)

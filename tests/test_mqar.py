@@ -1,6 +1,8 @@
 """MQAR: every query's key-value pair is earlier in its sequence and only the queried values carry loss;
-the study's accuracy equals a hand count of an oracle's right answers; the quick study writes its table
-and figure and reuses its runs."""
+the study's accuracy equals a hand count of an oracle's right answers; train.py's stop_at_val_acc stops a run
+at the first evaluation that reaches it (and a run that never does ends at its cap), and the study reads both;
+one recipe for every variant except nGPT's; the lr choice reads validation only; the quick study writes its
+tables and figure and reuses its runs."""
 import json
 import os
 import subprocess
@@ -9,6 +11,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from inproc import run_many  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'prepare'))
@@ -123,22 +128,96 @@ def test_accuracy_counts_queried_values_only(tmp_path):
     assert mqar_study.mqar_accuracy(Oracle(CFG['n_pairs'], vocab, wrong), recs, batch_size=7) == expected
 
 
-def test_quick_study_writes_table_and_figure_and_reuses_runs(tmp_path):
+def evals(run_dir):
+    return [(e['step'], e['val_acc']) for e in map(json.loads, open(os.path.join(run_dir, 'metrics.jsonl')))
+            if e['event'] == 'evaluate']
+
+
+def test_stop_at_val_acc_stops_at_the_first_evaluation_that_reaches_it(tmp_path):
+    """Two runs of the same training: A with target 1.0 (never reached in 16 steps here) trains to its cap; B with
+    target 0.25 stops at the first evaluation where A had reached 0.25, with a checkpoint of that step, and is A
+    until then. The study's run_record reads both: steps, cap, reached."""
+    cfg = {**CFG, 'n_pairs': 1, 'n_keys': 2, 'n_vals': 2, 'n_train': 200, 'n_val': 20}
+    gen.write(str(tmp_path / 'd' / 'mqar1'), gen.build(cfg), cfg)
+    common = ['train.py', '--data=mqar1', f'--data_root={tmp_path}/d', '--objective=records', '--n_layer=1',
+              '--n_head=1', '--n_embd=16', '--block_size=5', '--batch_size=8', '--max_iters=16', '--learning_rate=3e-3',
+              '--warmup_iters=0', '--lr_schedule=constant', '--eval_interval=2', '--eval_iters=2', '--log_interval=4',
+              '--ckpt_interval=16', '--device=cpu', '--log_tensorboard=False', '--log_figures=False',
+              f'--out_dir={tmp_path}/runs']
+    res = run_many([{'argv': common + ['--run_name=a', '--stop_at_val_acc=1.0']},
+                    {'argv': common + ['--run_name=b', '--stop_at_val_acc=0.25']}])
+    assert [r['rc'] for r in res] == [0, 0], res[0]['stderr'][-2000:] + res[1]['stderr'][-2000:]
+    a_dir, b_dir = str(tmp_path / 'runs' / 'a'), str(tmp_path / 'runs' / 'b')
+    ea = evals(a_dir)
+    assert [s for s, _ in ea] == list(range(2, 17, 2)) and max(x for _, x in ea) < 1.0  # never reached: the cap
+    stop = next(s for s, x in ea if x >= 0.25)
+    assert 2 < stop < 16, ea  # (the scenario: B's target is reached after the first evaluation, before the cap)
+    assert evals(b_dir) == [(s, x) for s, x in ea if s <= stop]  # A's run until the stop, nothing after it
+    assert torch.load(os.path.join(b_dir, 'ckpt', 'last.pt'), weights_only=False)['step'] == stop
+    assert 'stopped_early' in res[1]['stdout'] and 'stopped_early' not in res[0]['stdout']
+    assert mqar_study.run_record(a_dir) | {'val_loss': 0, 'seconds': 0} == {
+        'steps': 16, 'cap': 16, 'reached': False, 'val_acc': ea[-1][1], 'val_loss': 0, 'seconds': 0}
+    assert mqar_study.run_record(b_dir) | {'val_loss': 0, 'seconds': 0} == {
+        'steps': stop, 'cap': 16, 'reached': True, 'val_acc': dict(ea)[stop], 'val_loss': 0, 'seconds': 0}
+
+
+def test_one_recipe_except_ngpt_and_batches_of_about_batch_tokens():
+    cfg = {k: getattr(mqar_study, k) for k in ('data_root', 'n_layer', 'n_head', 'batch_tokens', 'batch_size',
+                                              'max_iters', 'lr_schedule', 'stop_acc', 'eval_interval', 'eval_queries',
+                                              'warmup_iters', 'weight_decay')}  # the study's defaults
+
+    def args(v, n=16):
+        return dict(a[2:].split('=', 1) for a in mqar_study.train_args(cfg, v, 32, n, 1e-3, 1))
+    base = args('softmax')
+    assert (base['weight_decay'], base['warmup_iters']) == (str(cfg['weight_decay']), str(cfg['warmup_iters']))
+    for v in mqar_study.FLAGS:  # the same run but for the variant's own flags and, for nGPT's recipe, wd and warmup
+        diff = {k for k in set(args(v)) | set(base) if args(v).get(k) != base.get(k)}
+        expect = set(mqar_study.FLAGS[v]) | ({'n_head'} if 'attn' in mqar_study.FLAGS[v] and cfg['n_head'] > 1 else set())
+        if v in mqar_study.NGPT_RECIPE:
+            assert (args(v)['weight_decay'], args(v)['warmup_iters']) == ('0.0', '0')
+            expect |= {'weight_decay', 'warmup_iters'}
+        assert diff == expect, (v, diff)
+    ngpt = args('ngpt')  # the ablation is softmax attention trained exactly as nGPT is
+    assert args('softmax_ngpt_recipe') == {k: x for k, x in ngpt.items() if k != 'ngpt'} and ngpt['ngpt'] == 'True'
+    for n in (4, 16, 64):  # about batch_tokens tokens and batch_tokens / 4 queries per step at every pair count
+        a = args('softmax', n)
+        tokens = int(a['batch_size']) * int(a['block_size'])
+        assert abs(tokens - cfg['batch_tokens']) <= 4 * n + 1 and a['stop_at_val_acc'] == str(cfg['stop_acc'])
+        assert int(a['eval_iters']) * int(a['batch_size']) * n >= cfg['eval_queries']
+
+
+def test_lr_choice_reads_validation_only():
+    """Most seeds reaching the target wins, then the lower median step, then the lower validation loss; the test
+    accuracy is never read (rows here have none)."""
+    row = lambda reached, steps, loss: {'reached': reached, 'steps': steps, 'val_loss': loss}
+    two_fast = [row(True, 300, 0.1), row(True, 500, 0.1), row(False, 4000, 2.0)]
+    three_slow = [row(True, 3000, 0.1)] * 3
+    none = [row(False, 4000, 1.0)] * 3
+    two_slow = [row(True, 900, 0.1), row(True, 1100, 0.1), row(False, 4000, 1.5)]
+    ranked = sorted([two_fast, three_slow, none, two_slow], key=mqar_study.lr_score)
+    assert ranked == [three_slow, two_fast, two_slow, none]
+    assert mqar_study.lr_score([row(False, 4000, 1.0)] * 2) < mqar_study.lr_score([row(False, 4000, 1.2)] * 2)
+
+
+def test_quick_study_writes_tables_and_figure_and_reuses_runs(tmp_path):
+    """One variant, one seed, one width, pairs 1 (the lr choice) and 2 (the grid's other pair count): two runs,
+    then the same command again, which trains nothing."""
     args = [sys.executable, 'analysis/mqar_study.py', 'config/mqar_study.py', '--quick=True',
-            "--variants=['softmax','diffngpt']", f'--out_dir={tmp_path}/runs', f'--data_root={tmp_path}/data',
+            "--variants=['softmax']", '--seeds=[1]', f'--out_dir={tmp_path}/runs', f'--data_root={tmp_path}/data',
             f'--figures_dir={tmp_path}/fig']
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     res = json.load(open(tmp_path / 'fig' / 'results.json'))
-    assert len(res['grid']) == 2 * 2 * 1 * 2  # variants x widths x pairs x seeds
-    assert all(0 <= r['accuracy'] <= 1 for r in res['grid'])
-    assert set(res['best_lr']) == {'softmax_d16', 'softmax_d32', 'diffngpt_d16', 'diffngpt_d32'}  # per width
+    assert [(r['width'], r['pairs']) for r in res['grid']] == [(16, 1), (16, 2)]
+    for r in res['grid']:  # 6 steps are too few to reach 0.99: every run is a cap hit, and says so
+        assert 0 <= r['accuracy'] <= 1 and (r['steps'], r['cap'], r['reached']) == (6, 6, False)
+    assert res['best_lr'] == {'softmax_d16': 1e-2} and res['selection'] == res['grid'][:1]
     md = open(tmp_path / 'fig' / 'results.md').read()
-    assert '| softmax | 2 |' in md and '| differential nGPT | 2 |' in md and ' ± ' in md
+    assert '| softmax | 1 |' in md and '| softmax | 2 |' in md and ' ± ' in md and '- (0/1), 1 cap' in md
+    assert '| softmax | shared (0.1, 1) | 0/2 | 0/2 | 2 |' in md  # the recipe summary
     assert os.path.getsize(tmp_path / 'fig' / 'accuracy_vs_width.png') > 5000
     p2 = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert p2.returncode == 0, p2.stdout + p2.stderr
-    # per variant: the sweep (2 widths x 1 lr), its seed phase reusing those, then the grid (2 widths x 2 seeds)
-    assert 'training' not in p2.stdout and p2.stdout.count('reusing') == 2 * (2 + 2 + 2 * 2)
+    assert '== training' not in p2.stdout and p2.stdout.count('reusing') == 2
     assert json.load(open(tmp_path / 'fig' / 'results.json'))['grid'] == res['grid']
