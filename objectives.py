@@ -89,6 +89,34 @@ def objective_loss(model, b, cfg):
         return dpo_loss(logp, b['ref'], n, cfg['beta'], cfg['length_normalize'])
 
 
+def objective_eval(model, b, cfg, token_bytes=None):
+    """An evaluation batch: (loss, {counter: number} that eval_metrics turns into metrics once summed over the
+    batches): lm with token_bytes counts nats and bytes (bits per byte), records the right argmax answers (val_acc),
+    dpo its logged scalars (val_<name>: their mean over the batches)."""
+    if cfg['objective'] == 'lm' and token_bytes is not None:
+        logits, loss = model(b['x'], b['y'])
+        nats, n_bytes = datalib.bpb_sums(logits, b['y'], token_bytes)
+        return loss, {'nats': nats, 'bytes': n_bytes}
+    if cfg['objective'] == 'records':
+        logits, loss = model(b['x'], b['y'])
+        hits, n = scored_hits(logits, b['y'])
+        return loss, {'hits': hits, 'scored': n}
+    loss = objective_loss(model, b, cfg)
+    if isinstance(loss, tuple):  # (dpo) extra scalars
+        return loss[0], {f'mean_{k}': v.item() for k, v in loss[1].items()}
+    return loss, {}
+
+
+def eval_metrics(sums, n_batches):
+    """The metrics of objective_eval's counters summed over n_batches: val_bpb (lm), val_acc (records), val_<name>."""
+    out = {f'val_{k[5:]}': round(v / n_batches, 5) for k, v in sums.items() if k.startswith('mean_')}
+    if sums.get('bytes'):
+        out['val_bpb'] = round(datalib.bits_per_byte(sums['nats'], sums['bytes']), 5)
+    if sums.get('scored'):
+        out['val_acc'] = round(sums['hits'] / sums['scored'], 5)
+    return out
+
+
 # ----------------------------------------------------------------------------- records
 
 def scored_hits(logits, y):

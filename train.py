@@ -29,8 +29,8 @@ from checkpoint import (init_weights_from, load_checkpoint, save_checkpoint, sav
 from optim import OPTIMIZERS, build_optimizer
 from common import (RunStopped, catch_stop_signals, ensure_data, fsdp_shard, full_state, peak_flops_of,
                     setup_distributed, shard_optimizer_state, to_device)
-from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, objective_batch, objective_eval_batches,
-                        objective_loss, open_objective_data, scored_hits)
+from objectives import (OBJECTIVES, dpo_seq_max_len, dpo_setup, eval_metrics, objective_batch, objective_eval,
+                        objective_eval_batches, objective_loss, open_objective_data)
 from runlog import Logger, choose_run_dir, format_run_name, write_run_figures
 from schedule import (DECAY_SHAPES, LR_SCHEDULES, MODEL_SIZES, apply_model_size, branch_config, decay_points, lr_at,
                       save_predecay)
@@ -75,8 +75,7 @@ global_batch_tokens: Range(0) = 0  # if > 0, grad_accum is computed from it
 max_iters: Range(1) = 1000
 max_tokens: Range(0) = 0  # if > 0, max_iters = ceil(max_tokens / tokens per step)
 stop_after: Range(0) = 0  # > 0: stop here with a checkpoint (time-sliced jobs); the schedule spans the whole run
-stop_at_val_acc: Range(0, 1) = 0.0  # objective='records', > 0: stop at the first evaluation whose val_acc (argmax
-                             # accuracy on the scored tokens) is >= this (train to convergence; max_iters = the cap)
+stop_at_val_acc: Range(0, 1) = 0.0  # records, > 0: stop at the first eval with val_acc >= this (max_iters: the cap)
 # optimizer and schedule
 optimizer: OneOf(OPTIMIZERS) = 'adamw'  # muon: Muon on the blocks' 2-D matrices, AdamW on the rest (optim.py)
 learning_rate: Range(0, lo_open=True) = 6e-4  # AdamW's (with muon: embeddings, head, norms, biases, vectors)
@@ -130,7 +129,6 @@ RULES = [('min_lr <= learning_rate', 'the schedule decays from learning_rate dow
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if k in configurator._settable(globals())}
 MODEL_KEYS = [f for f in GPTConfig.__dataclass_fields__]
-HF_INITS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 
 
 # ----------------------------------------------------------------------------- settings check
@@ -159,7 +157,7 @@ def check_settings(cfg, world=1):
 
 
 def hf_init_name(cfg):
-    return cfg['init_from'] in HF_INITS or cfg['init_from'].startswith('hf:')
+    return cfg['init_from'] in ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or cfg['init_from'].startswith('hf:')
 
 
 def batch_geometry(cfg, world):
@@ -359,11 +357,11 @@ def train(cfg, ddp, rank, world, dev):
         if (is_log or is_ckpt) and r.window_steps > 0:  # the only host syncs: at log and checkpoint steps
             log_train(r, done, lr, t_log, is_log)
             t_log = None
-        reached = False
+        val_extra = {}
         if is_eval:
             val_loss, val_extra = evaluate(r)
             log_eval(r, done, val_loss, val_extra)
-            reached = 0 < cfg['stop_at_val_acc'] <= val_extra.get('val_acc', -1)
+        reached = 0 < cfg['stop_at_val_acc'] <= val_extra.get('val_acc', -1)
         if reached:  # stop_at_val_acc: converged; the same on every rank (each evaluates the same batches)
             end_step, is_ckpt = done, True
             if r.window_steps > 0:  # the train event of the last steps, as at any checkpoint
@@ -438,38 +436,20 @@ def skipped_nonfinite(r, step, step_loss, loss_before):
 @torch.no_grad()
 def evaluate(r):
     r.model.eval()
-    losses, extras, nats, n_bytes, hits, n_scored = [], {}, 0.0, 0, 0, 0
+    losses, sums = [], {}
     for b in objective_eval_batches(r.cfg, r.val_data):
-        b = to_device(b, r.dev, r.device_type)
         with r.autocast:
-            if r.token_bytes is not None:  # lm: the same loss, and its logits give bits per byte
-                logits, loss = r.raw_model(b['x'], b['y'])
-                a, c = datalib.bpb_sums(logits, b['y'], r.token_bytes)
-                nats, n_bytes = nats + a, n_bytes + c
-            elif r.cfg['objective'] == 'records':  # the same loss, and its logits give val_acc
-                logits, loss = r.raw_model(b['x'], b['y'])
-                a, c = scored_hits(logits, b['y'])
-                hits, n_scored = hits + a, n_scored + c
-            else:
-                loss = objective_loss(r.raw_model, b, r.cfg)
-        if isinstance(loss, tuple):  # extra scalars (dpo): logged as val_<name>
-            loss, ex = loss
-            for k, v in ex.items():
-                extras.setdefault(k, []).append(v.item())
+            loss, counts = objective_eval(r.raw_model, to_device(b, r.dev, r.device_type), r.cfg, r.token_bytes)
         losses.append(loss.item())
+        for k, v in counts.items():  # summed over the batches: bits per byte (lm), val_acc (records), dpo's scalars
+            sums[k] = sums.get(k, 0) + v
     r.model.train()
-    extra = {f'val_{k}': round(sum(v) / len(v), 5) for k, v in extras.items()}
-    if n_bytes:
-        extra['val_bpb'] = round(datalib.bits_per_byte(nats, n_bytes), 5)
-    if n_scored:
-        extra['val_acc'] = round(hits / n_scored, 5)
-    return sum(losses) / len(losses), extra
+    return sum(losses) / len(losses), eval_metrics(sums, len(losses))
 
 
 def log_eval(r, done, val_loss, val_extra):
     r.log.event('evaluate', console=r.master, step=done, tokens=done * r.tokens_per_step, val_loss=round(val_loss, 5),
                 val_ppl=round(math.exp(min(val_loss, 50)), 3), **val_extra)
-    return val_loss
 
 
 def checkpoint(r, step):
@@ -584,8 +564,7 @@ def main():
     cfg = configurator.configure(globals())
     if cfg['model_size']:  # the preset under the config files and --key=value (which win)
         cfg = apply_model_size(globals(), DEFAULTS)
-    world = int(os.environ.get('WORLD_SIZE', 1)) if 'RANK' in os.environ else 1
-    check_settings(cfg, world)
+    check_settings(cfg, int(os.environ.get('WORLD_SIZE', 1)) if 'RANK' in os.environ else 1)
     ddp, rank, _, world, dev = setup_distributed(cfg)
     master = rank == 0
     try:
