@@ -157,6 +157,7 @@ def sweep_seed_figure(path, sweep, best, runs, base, target, title, sweep_iters,
         ax0.plot([best[v]], [s[best[v]]], '*', ms=14, color=c)
     ax0.set(xscale='log', xlabel='peak learning rate', ylabel='final validation loss (nats/token)',
             title=f'Sweep: {sweep_iters} steps, one seed (star = best)')
+    ax0.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels (3x10^-3, 4x10^-3...) overlapped
     if finite:
         ax0.set_ylim(min(finite) - 0.1, min(max(finite), min(finite) + 3) + 0.1)
     lo, hi = [], []
