@@ -1,4 +1,4 @@
-"""What every study script shares: run a training (or any) script in a subprocess, reuse a finished run,
+"""What every study script shares: run a training (or any) script in its own process, reuse a finished run,
 read its metrics, summarize seeds, draw figures without a display. A study script is then about its study only.
 
     sys.path.insert(0, ROOT)   # the repository root, then:
@@ -33,23 +33,96 @@ def check_seeds(seeds):
         raise UserError(f"--seeds={list(seeds)!r}: the seeds must be distinct integers, e.g. --seeds=[1, 2, 3]")
 
 
+def _forked(args, env, w):
+    """A child of the fork server: `python <args>` as the interpreter would run it, its output on the pipe w.
+    Uncaught SystemExit/exceptions become the exit code (and traceback) through multiprocessing's bootstrap;
+    the exit handlers run as at an interpreter's exit (multiprocessing's children skip them)."""
+    import atexit
+    import runpy
+    import torch
+    os.dup2(w.fileno(), 1)
+    os.dup2(w.fileno(), 2)
+    w.close()
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    os.environ.clear()
+    os.environ.update(env)  # the caller's environment now, not the server's at its start
+    torch.set_num_threads(int(env['OMP_NUM_THREADS']))
+    os.chdir(ROOT)
+    sys.argv = list(args)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))  # as `python <script>` sees it
+    try:
+        runpy.run_path(args[0], run_name='__main__')
+    except SystemExit:
+        raise
+    except BaseException as e:  # the traceback the interpreter prints: the script's frames, not runpy's or ours
+        import traceback
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if f.filename not in (__file__, runpy.__file__, '<frozen runpy>')]
+        print('Traceback (most recent call last):\n', *traceback.format_list(frames), *traceback.format_exception_only(e),
+              sep='', end='', file=sys.stderr)
+        raise SystemExit(1)
+    finally:
+        atexit._run_exitfuncs()
+
+
+_FORK_SERVER = []  # the multiprocessing context, made on first use
+
+
+def _fork_server():
+    """Every run pays Python's start and the torch + torch._dynamo imports (torch.optim's first step imports
+    the latter), 3-8 s of CPU on a 2-core machine, often more than a short run itself. A fork server imports
+    them once; each script then runs in its own fresh fork of it (own globals, own process, own exit code).
+    None where the platform has no fork server (Windows): plain subprocesses there."""
+    import multiprocessing as mp
+    if not _FORK_SERVER:
+        ctx = mp.get_context('forkserver') if 'forkserver' in mp.get_all_start_methods() else None
+        if ctx is not None:
+            ctx.set_forkserver_preload(['torch', 'torch._dynamo', 'numpy'])
+        _FORK_SERVER.append(ctx)
+    return _FORK_SERVER[0]
+
+
+def _lines_of(args, env):
+    """Start `python <args>`; returns (iterator over its output lines, function returning its exit code)."""
+    ctx = _fork_server() if str(args[0]).endswith('.py') and os.environ.get('LAB_NO_FORKSERVER') != '1' else None
+    if ctx is None:
+        p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=env)
+        return p.stdout, p.wait
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_forked, args=(args, env, w))
+    p.start()
+    w.close()
+    f = os.fdopen(os.dup(r.fileno()), 'r', errors='replace')
+    r.close()
+
+    def wait():
+        p.join()
+        f.close()
+        return p.exitcode
+    return f, wait
+
+
 def run_script(args, threads=1, echo=ECHO, quiet=False):
     """python <args...> from the repository root, printing the command and echoing the output lines that
-    start with one of `echo` (echo=('',): every line); returns stdout+stderr as text.
+    start with one of `echo` (echo=('',): every line); returns stdout+stderr as text. Scripts run in a fresh
+    fork of a server that has imported torch (see _fork_server; LAB_NO_FORKSERVER=1: a new interpreter each).
     A failure raises one UserError line with the command and the last lines it printed."""
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
-    cmd = [sys.executable, *[str(a) for a in args]]
+    args = [str(a) for a in args]
     if not quiet:
-        print('$ python ' + ' '.join(cmd[1:]), flush=True)
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        print('$ python ' + ' '.join(args), flush=True)
+    lines, wait = _lines_of(args, env)
     out = []
-    for line in p.stdout:
+    for line in lines:
         out.append(line)
         if not quiet and line.startswith(echo):
             print('   ' + line.rstrip()[:200], flush=True)
-    if p.wait() != 0:
+    rc = wait()
+    if rc != 0:
         tail = ''.join(out[-15:]).rstrip()
-        raise UserError(f"command failed (exit {p.returncode}): {' '.join(cmd[1:])}\n{tail}")
+        raise UserError(f"command failed (exit {rc}): {' '.join(args)}\n{tail}")
     return ''.join(out)
 
 

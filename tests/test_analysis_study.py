@@ -63,3 +63,41 @@ def test_in_parallel_keeps_order_runs_side_by_side_and_raises():
     assert in_parallel(work, [0, 1, 2], jobs=1) == [0, 1, 4] and peak[0] == 1
     with pytest.raises(UserError, match='bad item 99'):
         in_parallel(work, [0, 99], jobs=2)
+
+
+def test_run_script_in_a_fork_equals_a_new_interpreter(tiny_data, tmp_path, monkeypatch):
+    """run_script's fork server (one torch import for a whole study) must be invisible: the same output, exit
+    codes, traceback, environment (as the caller has it now), working folder, argv and exit handlers as
+    `python <script>`, and the same trained numbers."""
+    from analysis import study
+    script = tmp_path / 's.py'
+    script.write_text(
+        "import atexit, os, sys\n"
+        "import torch\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "print('argv', sys.argv[1:], 'cwd', os.getcwd() == os.environ['EXPECT_CWD'], 'env', os.environ.get('LAB_T'),\n"
+        "      'threads', torch.get_num_threads(), 'path0', sys.path[0] == os.path.dirname(os.path.abspath(__file__)))\n"
+        "if sys.argv[1] == 'exit': sys.exit(3)\n"
+        "if sys.argv[1] == 'raise': raise ValueError('boom')\n")
+    assert study._fork_server() is not None  # Linux: the fork path is what this test checks
+    results = {}
+    for mode in ('1', '0'):  # LAB_NO_FORKSERVER=1: a new interpreter, the reference
+        monkeypatch.setenv('LAB_NO_FORKSERVER', mode)
+        monkeypatch.setenv('EXPECT_CWD', study.ROOT)
+        monkeypatch.setenv('LAB_T', 'old')
+        study.run_script([script, 'ok'], quiet=True)  # the fork server runs from here on
+        monkeypatch.setenv('LAB_T', 'set after the server started')
+        out = study.run_script([script, 'ok', 'a b'], threads=1, quiet=True)
+        errs = []
+        for how in ('exit', 'raise'):
+            with pytest.raises(UserError) as e:
+                study.run_script([script, how], quiet=True)
+            errs.append(str(e.value))
+        d = train_run(ARGS + [f'--data_root={tiny_data}'], str(tmp_path / mode), 'r', quiet=True)
+        results[mode] = (out, errs, curve(d))
+    assert results['0'] == results['1']
+    out, errs, _ = results['0']
+    assert out == ("argv ['ok', 'a b'] cwd True env set after the server started threads 1 path0 True\n"
+                   "exit handler ran\n")
+    assert errs[0].startswith('command failed (exit 3):') and errs[0].endswith('exit handler ran')
+    assert errs[1].startswith('command failed (exit 1):') and 'ValueError: boom' in errs[1]
