@@ -33,24 +33,28 @@ def check_seeds(seeds):
         raise UserError(f"--seeds={list(seeds)!r}: the seeds must be distinct integers, e.g. --seeds=[1, 2, 3]")
 
 
-def _forked(args, env, w):
-    """A child of the fork server: `python <args>` as the interpreter would run it, its output on the pipe w.
-    Uncaught SystemExit/exceptions become the exit code (and traceback) through multiprocessing's bootstrap;
-    the exit handlers run as at an interpreter's exit (multiprocessing's children skip them)."""
+def _forked(args, env, cwd, base_path, stdin, stdout, stderr):
+    """A child of the fork server: `python <args>` as a new interpreter would run it (environment, working
+    folder, argv, sys.path, stdin/stdout/stderr on the given pipes; stderr None: onto stdout). Uncaught
+    SystemExit/exceptions become the exit code (and the script's traceback) through multiprocessing's
+    bootstrap; the exit handlers run as at an interpreter's exit (multiprocessing's children skip them)."""
     import atexit
     import runpy
     import torch
-    os.dup2(w.fileno(), 1)
-    os.dup2(w.fileno(), 2)
-    w.close()
+    for fd, conn in ((0, stdin), (1, stdout), (2, stderr or stdout)):
+        os.dup2(conn.fileno(), fd)
+    for conn in (stdin, stdout, stderr):
+        conn and conn.close()
+    sys.stdin = open(0, closefd=False)
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
     os.environ.clear()
     os.environ.update(env)  # the caller's environment now, not the server's at its start
-    torch.set_num_threads(int(env['OMP_NUM_THREADS']))
-    os.chdir(ROOT)
+    if 'OMP_NUM_THREADS' in env:
+        torch.set_num_threads(int(env['OMP_NUM_THREADS']))
+    os.chdir(cwd)
     sys.argv = list(args)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))  # as `python <script>` sees it
+    sys.path[:] = [os.path.dirname(os.path.abspath(args[0]))] + base_path  # as `python <script>` sees it
     try:
         runpy.run_path(args[0], run_name='__main__')
     except SystemExit:
@@ -66,7 +70,7 @@ def _forked(args, env, w):
         atexit._run_exitfuncs()
 
 
-_FORK_SERVER = []  # the multiprocessing context, made on first use
+_FORK_SERVER = []  # (multiprocessing context, a new interpreter's sys.path[1:]), made on first use
 
 
 def _fork_server():
@@ -76,50 +80,93 @@ def _fork_server():
     None where the platform has no fork server (Windows): plain subprocesses there."""
     import multiprocessing as mp
     if not _FORK_SERVER:
-        ctx = mp.get_context('forkserver') if 'forkserver' in mp.get_all_start_methods() else None
-        if ctx is not None:
+        ctx, base_path = None, None
+        if 'forkserver' in mp.get_all_start_methods():
+            ctx = mp.get_context('forkserver')
             ctx.set_forkserver_preload(['torch', 'torch._dynamo', 'numpy'])
-        _FORK_SERVER.append(ctx)
+            base_path = json.loads(subprocess.check_output(
+                [sys.executable, '-c', 'import json, sys; print(json.dumps(sys.path[1:]))'], text=True))
+        _FORK_SERVER.append((ctx, base_path))
     return _FORK_SERVER[0]
 
 
-def _lines_of(args, env):
-    """Start `python <args>`; returns (iterator over its output lines, function returning its exit code)."""
-    ctx = _fork_server() if str(args[0]).endswith('.py') and os.environ.get('LAB_NO_FORKSERVER') != '1' else None
-    if ctx is None:
-        p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, env=env)
-        return p.stdout, p.wait
-    r, w = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_forked, args=(args, env, w))
-    p.start()
-    w.close()
-    f = os.fdopen(os.dup(r.fileno()), 'r', errors='replace')
-    r.close()
+class _Forked:
+    """The part of subprocess.Popen that run_script and the tests use (stdin/stdout/stderr text pipes,
+    wait(), returncode, communicate()), for a script running in a fork of the server."""
 
-    def wait():
-        p.join()
-        f.close()
-        return p.exitcode
-    return f, wait
+    def __init__(self, ctx, base_path, args, env, cwd, merge):
+        ins, outs = ctx.Pipe(duplex=False), [ctx.Pipe(duplex=False) for _ in range(1 if merge else 2)]
+        child = (ins[0], outs[0][1], None if merge else outs[1][1])
+        self._p = ctx.Process(target=_forked, args=(args, env, cwd, base_path, *child))
+        self._p.start()
+        for conn in child:
+            conn and conn.close()
+        self.stdin = os.fdopen(os.dup(ins[1].fileno()), 'w')
+        self.stdout, self.stderr = [os.fdopen(os.dup(r.fileno()), 'r', errors='replace') for r, _ in outs] + [None] * merge
+        for r, _ in [ins[::-1], *outs]:
+            r.close()
+        self.returncode = None
+
+    def wait(self, timeout=None):
+        self._p.join(timeout)
+        if self._p.exitcode is None:
+            self._p.kill()
+            self._p.join()
+            raise subprocess.TimeoutExpired(self._p.name, timeout)
+        self.returncode = self._p.exitcode
+        return self.returncode
+
+    def communicate(self, input=None, timeout=None):
+        """(stdout text, stderr text), as subprocess.Popen.communicate."""
+        import threading
+        got = {}
+        readers = [threading.Thread(target=lambda k=k, f=f: got.__setitem__(k, f.read()), daemon=True)
+                   for k, f in (('out', self.stdout), ('err', self.stderr)) if f]
+        for t in readers:
+            t.start()
+        try:
+            self.stdin.write(input or '')
+            self.stdin.close()
+        except BrokenPipeError:  # the script ended without reading all of it, as a process may
+            pass
+        self.wait(timeout)
+        for t in readers:
+            t.join()
+        for f in (self.stdout, self.stderr):
+            f and f.close()
+        return got.get('out'), got.get('err')
+
+
+def popen(args, env=None, cwd=ROOT, merge_stderr=True):
+    """Start `python <args>` (args[0] a script path) with text pipes for stdin, stdout and stderr (merged into
+    stdout by default): a fresh fork of the server (see _fork_server), or a new interpreter where there is no
+    fork server, args[0] is not a .py file, or LAB_NO_FORKSERVER=1. env None: this process's environment."""
+    args, env = [str(a) for a in args], dict(os.environ if env is None else env)
+    ctx, base_path = _fork_server() if args[0].endswith('.py') else (None, None)
+    if ctx is None or env.get('LAB_NO_FORKSERVER') == '1':
+        return subprocess.Popen([sys.executable, *args], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True, env=env)
+    return _Forked(ctx, base_path, args, env, cwd, merge_stderr)
 
 
 def run_script(args, threads=1, echo=ECHO, quiet=False):
     """python <args...> from the repository root, printing the command and echoing the output lines that
     start with one of `echo` (echo=('',): every line); returns stdout+stderr as text. Scripts run in a fresh
-    fork of a server that has imported torch (see _fork_server; LAB_NO_FORKSERVER=1: a new interpreter each).
+    fork of a server that has imported torch (see popen).
     A failure raises one UserError line with the command and the last lines it printed."""
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
     args = [str(a) for a in args]
     if not quiet:
         print('$ python ' + ' '.join(args), flush=True)
-    lines, wait = _lines_of(args, env)
+    p = popen(args, env)
+    p.stdin.close()
     out = []
-    for line in lines:
+    for line in p.stdout:
         out.append(line)
         if not quiet and line.startswith(echo):
             print('   ' + line.rstrip()[:200], flush=True)
-    rc = wait()
+    rc = p.wait()
+    p.stdout.close()
     if rc != 0:
         tail = ''.join(out[-15:]).rstrip()
         raise UserError(f"command failed (exit {rc}): {' '.join(args)}\n{tail}")

@@ -56,6 +56,18 @@ def run_many(cases, env=None, timeout=900):
     return json.loads(r.stdout.rstrip().splitlines()[-1])
 
 
+def run(argv, cwd=ROOT, env=None, input=None, timeout=900):
+    """subprocess.run(argv, cwd=cwd, env=env, input=input, timeout=timeout, capture_output=True, text=True) for
+    `[sys.executable,] <script.py> args...`, run in a fork of analysis/study.py's server (torch imported once per
+    test worker, not once per case; the same process semantics, tested in tests/test_analysis_study.py)."""
+    from analysis.study import popen
+    argv = [str(a) for a in argv]
+    argv = argv[1:] if argv[0] == sys.executable else argv
+    p = popen(argv, env=env, cwd=str(cwd), merge_stderr=False)
+    out, err = p.communicate(input, timeout)
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def one_error_line(res):
     """The single stderr line of a refused case ('' when stderr is not exactly one 'error: ...' line)."""
     lines = [l for l in res['stderr'].splitlines() if l.strip()]

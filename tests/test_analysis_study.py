@@ -67,23 +67,26 @@ def test_in_parallel_keeps_order_runs_side_by_side_and_raises():
 
 def test_run_script_in_a_fork_equals_a_new_interpreter(tiny_data, tmp_path, monkeypatch):
     """run_script's fork server (one torch import for a whole study) must be invisible: the same output, exit
-    codes, traceback, environment (as the caller has it now), working folder, argv and exit handlers as
-    `python <script>`, and the same trained numbers."""
+    codes, traceback, environment (as the caller has it now), working folder, argv, sys.path, stdin, separate
+    stderr, exit handlers as `python <script>`, and the same trained numbers. tests/inproc.run uses it too."""
     from analysis import study
+    from tests.inproc import run
     script = tmp_path / 's.py'
     script.write_text(
         "import atexit, os, sys\n"
         "import torch\n"
         "atexit.register(lambda: print('exit handler ran'))\n"
-        "print('argv', sys.argv[1:], 'cwd', os.getcwd() == os.environ['EXPECT_CWD'], 'env', os.environ.get('LAB_T'),\n"
-        "      'threads', torch.get_num_threads(), 'path0', sys.path[0] == os.path.dirname(os.path.abspath(__file__)))\n"
+        "print('argv', sys.argv[1:], 'cwd', os.getcwd(), 'env', os.environ.get('LAB_T'), 'threads',\n"
+        "      torch.get_num_threads(), 'path', sys.path[0] == os.path.dirname(os.path.abspath(__file__)),\n"
+        "      [p for p in sys.path if 'tests' in p or p in ('', '.')])\n"
+        "print('to stderr', file=sys.stderr)\n"
         "if sys.argv[1] == 'exit': sys.exit(3)\n"
-        "if sys.argv[1] == 'raise': raise ValueError('boom')\n")
-    assert study._fork_server() is not None  # Linux: the fork path is what this test checks
+        "if sys.argv[1] == 'raise': raise ValueError('boom')\n"
+        "if sys.argv[1] == 'stdin': print('read', repr(sys.stdin.read()))\n")
+    assert study._fork_server()[0] is not None  # Linux: the fork path is what this test checks
     results = {}
     for mode in ('1', '0'):  # LAB_NO_FORKSERVER=1: a new interpreter, the reference
         monkeypatch.setenv('LAB_NO_FORKSERVER', mode)
-        monkeypatch.setenv('EXPECT_CWD', study.ROOT)
         monkeypatch.setenv('LAB_T', 'old')
         study.run_script([script, 'ok'], quiet=True)  # the fork server runs from here on
         monkeypatch.setenv('LAB_T', 'set after the server started')
@@ -93,11 +96,14 @@ def test_run_script_in_a_fork_equals_a_new_interpreter(tiny_data, tmp_path, monk
             with pytest.raises(UserError) as e:
                 study.run_script([script, how], quiet=True)
             errs.append(str(e.value))
+        r = run([script, 'stdin'], cwd=tmp_path, env={**os.environ, 'OMP_NUM_THREADS': '2'}, input='line 1\nline 2')
         d = train_run(ARGS + [f'--data_root={tiny_data}'], str(tmp_path / mode), 'r', quiet=True)
-        results[mode] = (out, errs, curve(d))
+        results[mode] = (out, errs, (r.returncode, r.stdout, r.stderr), curve(d))
     assert results['0'] == results['1']
-    out, errs, _ = results['0']
-    assert out == ("argv ['ok', 'a b'] cwd True env set after the server started threads 1 path0 True\n"
-                   "exit handler ran\n")
+    out, errs, r, _ = results['0']
+    assert out == (f"argv ['ok', 'a b'] cwd {study.ROOT} env set after the server started threads 1 path True []\n"
+                   "to stderr\nexit handler ran\n")
     assert errs[0].startswith('command failed (exit 3):') and errs[0].endswith('exit handler ran')
     assert errs[1].startswith('command failed (exit 1):') and 'ValueError: boom' in errs[1]
+    assert r == (0, f"argv ['stdin'] cwd {tmp_path} env set after the server started threads 2 path True []\n"
+                    "read 'line 1\\nline 2'\nexit handler ran\n", 'to stderr\n')

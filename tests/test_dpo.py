@@ -18,6 +18,7 @@ import pairs as pairlib  # noqa: E402
 import objectives  # noqa: E402
 from configurator import UserError  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from tests import inproc  # noqa: E402
 
 MODEL = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=96', '--pos_emb=rope', '--log_tensorboard=False',
          '--sample_tokens=0']
@@ -154,8 +155,9 @@ def test_pair_builder_bad_input(tiny_data, tmp_path):
 # ----------------------------------------------------------------------------- training runs
 
 def run(args, cwd=ROOT, launcher=None, check=True):
-    r = subprocess.run((launcher or [sys.executable]) + args, cwd=cwd, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = (subprocess.run(launcher + args, cwd=cwd, capture_output=True, text=True, timeout=900, env=env) if launcher
+         else inproc.run(args, cwd=cwd, env=env))  # a fork of the suite's torch-loaded server (tests/inproc.py)
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r

@@ -13,6 +13,8 @@ import time
 import pytest
 import torch
 
+from tests import inproc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--data=tiny', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=8',
         '--log_tensorboard=False', '--log_figures=False', '--eval_iters=2', '--warmup_iters=5', '--log_interval=1',
@@ -24,7 +26,7 @@ def cmd(data_root, out_dir, args):
 
 
 def run(data_root, out_dir, args):
-    return subprocess.run(cmd(data_root, out_dir, args), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return inproc.run(cmd(data_root, out_dir, args))  # a fork of the suite's torch-loaded server (tests/inproc.py)
 
 
 def the_run_dir(out_dir):
